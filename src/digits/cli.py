@@ -1,0 +1,272 @@
+"""The ``digits`` command: parses arguments, calls the library, prints. No logic of its own.
+
+Heavy libraries (torch, matplotlib) are imported inside the commands that need them, so
+``digits --help`` and the image-reading commands start fast and work without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as 'error: ...' without a traceback."""
+
+
+def _parse_kv(items: list[str] | None) -> dict[str, Any]:
+    """['dropout=0.3', 'batchnorm=true'] -> {'dropout': 0.3, 'batchnorm': True}."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise CommandError(f"model option {item!r} is not KEY=VALUE (e.g. -O dropout=0.3)")
+        try:
+            out[key] = json.loads(raw.lower() if raw.lower() in ("true", "false") else raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model options (the article's switches; any other with -O KEY=VALUE)")
+    g.add_argument("--activation", choices=["relu", "sigmoid", "gelu", "tanh"])
+    g.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--dropout", type=float)
+    g.add_argument("--head", choices=["flatten", "gap"], help="flatten + dense (the article) or global average pooling")
+    g.add_argument("-O", "--model-option", action="append", metavar="KEY=VALUE")
+
+
+def _model_options(args: argparse.Namespace) -> dict[str, Any]:
+    opts = {k: getattr(args, k) for k in ("activation", "batchnorm", "dropout", "head") if getattr(args, k) is not None}
+    opts.update(_parse_kv(args.model_option))
+    return opts
+
+
+# --- training config flags, generated from the dataclass so every field is overridable -------------------------
+_SKIP = {"model_options"}  # set through the model options group
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    from digits.config import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    g = p.add_argument_group("training config (each overrides the preset's value)")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in _SKIP:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]
+        if hint is bool:
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        elif hint in (int, float, str):
+            g.add_argument(flag, type=hint, default=None, metavar=f.name.upper())
+        elif f.name == "betas":
+            g.add_argument(flag, default=None, metavar="B1,B2", help="Adam betas, e.g. 0.9,0.999")
+        elif f.name == "augment":
+            g.add_argument(flag, default=None, metavar="SPEC",
+                           help="e.g. rotate=10,scale=0.1,shift=0.1 ; 'none' turns augmentation off")
+
+
+def _config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from digits.augment import parse_augment
+    from digits.config import TrainConfig
+
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(args, f.name, None)
+        if f.name in _SKIP or value is None:
+            continue
+        if f.name == "betas":
+            try:
+                b1, b2 = (float(v) for v in value.split(","))
+            except ValueError:
+                raise CommandError(f"--betas takes two numbers like 0.9,0.999, not {value!r}") from None
+            value = (b1, b2)
+        elif f.name == "augment":
+            value = parse_augment(value)
+        out[f.name] = value
+    return out
+
+
+# --- commands ---------------------------------------------------------------------------------------------------
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from digits.data import fetch_mnist
+
+    path = fetch_mnist(args.data_dir, from_dir=args.from_dir)
+    print(f"MNIST is verified and cached in {path}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from digits.models import count_parameters, create_model, list_models, model_info
+
+    rows = [(n, count_parameters(create_model(n)), model_info(n).description) for n in list_models()]
+    if args.json:
+        print(json.dumps([{"name": n, "parameters": c, "description": d} for n, c, d in rows], indent=2))
+        return 0
+    width = max(len(n) for n, _, _ in rows)
+    print(f"{'model':<{width}}  {'parameters':>10}  description")
+    for n, c, d in rows:
+        print(f"{n:<{width}}  {c:>10,}  {d}")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from digits.models import create_model, summary
+
+    print(summary(create_model(args.name, **_model_options(args))))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from digits.config import TrainConfig, get_preset, override
+    from digits.train import fit
+
+    if args.resume:
+        from digits.checkpoint import CHECKPOINT_NAME, load_checkpoint
+
+        out = Path(args.resume)
+        if not (out / CHECKPOINT_NAME).is_file():
+            raise CommandError(f"nothing to resume in {out}: no {CHECKPOINT_NAME} there (finished runs have none)")
+        state = load_checkpoint(out / CHECKPOINT_NAME)
+        cfg = TrainConfig.from_dict(json.loads(state["config"]))
+        if _config_overrides(args) or _model_options(args):
+            raise CommandError("--resume continues a run with its own config; drop the other training flags")
+        preset = state.get("preset")
+    else:
+        preset = args.preset
+        cfg = get_preset(preset)
+        opts = {**cfg.model_options, **_model_options(args)}
+        cfg = override(cfg, **_config_overrides(args), model_options=opts)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path(args.out) if args.out else Path("runs") / f"{stamp}-{preset}-{cfg.model}-s{cfg.seed}"
+    log = (lambda s: print(s, file=sys.stderr)) if args.json else print
+    from digits.data import load_mnist
+
+    data = load_mnist(args.data_dir, from_dir=args.from_dir, log=log)
+    try:
+        run = fit(cfg, out, data=data, resume=bool(args.resume), progress=not args.json, log=log, preset=preset)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; the last finished epoch is saved. Continue with: digits train --resume {out}",
+              file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(run.summary, indent=2))
+    else:
+        print(f"model saved in {out} (model.safetensors, run.json, history.csv, curves.png)")
+        print(f"evaluate it with: digits evaluate {out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from digits import plots
+    from digits.checkpoint import load_weights
+    from digits.data import load_mnist
+    from digits.evaluate import evaluate
+
+    model, meta = load_weights(args.model)
+    log = (lambda s: print(s, file=sys.stderr)) if args.json else print
+    data = load_mnist(args.data_dir, log=log)
+    result = evaluate(model, torch.from_numpy(data.test_images), torch.from_numpy(data.test_labels))
+    src = Path(args.model)
+    out = Path(args.out) if args.out else (src if src.is_dir() else src.parent)
+    out.mkdir(parents=True, exist_ok=True)
+    plots.confusion_matrix(result.confusion, out / "confusion.png",
+                           title=f"{meta['model']}: {result.accuracy:.2%} on {result.n:,} test digits")
+    worst = result.mistakes(36)
+    plots.mistakes_gallery(data.test_images[worst], result.labels[worst], result.predictions[worst],
+                           result.probabilities[worst, result.predictions[worst]], out / "mistakes.png")
+    report = {"model": meta["model"], "model_options": meta.get("model_options", {}), "source": str(src),
+              **result.to_dict(), "confusion_png": str(out / "confusion.png"), "mistakes_png": str(out / "mistakes.png")}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{meta['model']}: test accuracy {result.accuracy:.4f}, loss {result.loss:.4f}, "
+          f"{report['errors']} errors in {result.n:,}")
+    pc = result.per_class()
+    print("digit  precision  recall     f1")
+    for d in range(10):
+        print(f"{d:>5}  {pc['precision'][d]:>9.4f}  {pc['recall'][d]:>6.4f}  {pc['f1'][d]:.4f}")
+    print("confusion (rows: true digit, columns: predicted):")
+    print("      " + " ".join(f"{d:>5}" for d in range(10)))
+    for d, row in enumerate(result.confusion):
+        print(f"{d:>5} " + " ".join(f"{v:>5}" for v in row))
+    print(f"pictures: {out / 'confusion.png'}, {out / 'mistakes.png'}")
+    del np
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from digits import __version__
+
+    p = argparse.ArgumentParser(prog="digits", description="Handwritten digit recognition on MNIST and real images.")
+    p.add_argument("--version", action="version", version=f"digits {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def data_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--data-dir", help="where MNIST is cached (default: $DIGITS_DATA_DIR or the user cache)")
+
+    d = sub.add_parser("data", help="get and verify MNIST")
+    dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    f = dsub.add_parser("fetch", help="download (or copy) MNIST, verify its checksums, cache it")
+    data_args(f)
+    f.add_argument("--from", dest="from_dir", help="a folder holding the four IDX files (raw or .gz)")
+    f.set_defaults(func=cmd_data_fetch)
+
+    m = sub.add_parser("models", help="list the registered models with their parameter counts")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_models)
+
+    s = sub.add_parser("summary", help="layer table of a model, like Keras' model.summary()")
+    s.add_argument("name")
+    _add_model_options(s)
+    s.set_defaults(func=cmd_summary)
+
+    t = sub.add_parser("train", help="train a model (a preset, with any field overridden)")
+    t.add_argument("--preset", default="seed", help="named config to start from (default: seed, the article's)")
+    t.add_argument("--out", help="run directory (default: runs/<time>-<preset>-<model>-s<seed>)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    t.add_argument("--json", action="store_true", help="print a machine-readable summary at the end")
+    t.add_argument("--from", dest="from_dir", help="a folder holding the four MNIST IDX files, if not cached yet")
+    data_args(t)
+    _add_model_options(t)
+    _add_config_flags(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="test accuracy, per-class metrics, confusion matrix, worst mistakes")
+    e.add_argument("model", help="a run directory or a .safetensors file")
+    e.add_argument("--out", help="where to write confusion.png and mistakes.png (default: beside the model)")
+    e.add_argument("--json", action="store_true")
+    data_args(e)
+    e.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ValueError, OSError) as exc:  # DataError, ModelFileError, bad config values, missing files
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

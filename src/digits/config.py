@@ -1,0 +1,124 @@
+"""Training configuration: one frozen dataclass, named presets, and overrides.
+
+Config is data: a preset is a named ``TrainConfig``; the CLI replaces fields with ``dataclasses.replace``;
+the resolved config is written as JSON next to every model and read back by ``--resume`` and ``evaluate``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from digits.augment import AugmentConfig
+
+OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw", "adagrad")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+PRECISIONS = ("fp32", "bf16")
+SELECTIONS = ("last", "best")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides what a training run computes (and nothing about where it is written)."""
+
+    # model
+    model: str = "seed"
+    model_options: dict[str, Any] = field(default_factory=dict)  # passed to create_model(model, **options)
+    # data
+    val_split: float = 0.2  # the LAST fraction of the training set, as Keras' validation_split takes it
+    train_limit: int = 0  # use only the first N training images (0 = all 60,000); for quick runs and tests
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.0  # SGD and RMSprop momentum
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-7  # Keras' default epsilon for Adam/RMSprop/Adagrad (PyTorch's is 1e-8)
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+    schedule: str = "constant"
+    step_every: int = 1  # step schedule: multiply lr by gamma every `step_every` epochs
+    gamma: float = 0.1
+    warmup: float = 0.25  # one-cycle: fraction of steps spent rising to lr
+    ema: float = 0.0  # decay of an exponential moving average of the weights used for eval (0 = off)
+    # stopping and selection: decided on validation data only, never on the test set
+    patience: int = 0  # stop after this many epochs without a better validation accuracy (0 = never)
+    target_accuracy: float = 0.0  # stop as soon as validation accuracy reaches this (0 = off)
+    select: str = "last"  # which epoch's weights the run keeps: the last, or the best on validation
+    # how it runs: these change speed, not the recipe
+    precision: str = "bf16"  # autocast dtype for matmuls/convs; bf16 uses the CPU's AMX units
+    channels_last: bool = True
+    threads: int = 0  # torch intra-op threads (0 = leave torch's default: one per core)
+    eval_batch_size: int = 1000
+    device: str = "cpu"  # cpu | cuda | auto
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
+            (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
+            (self.select in SELECTIONS, f"select must be one of {', '.join(SELECTIONS)}"),
+            (self.device in ("cpu", "cuda", "auto"), "device must be cpu, cuda or auto"),
+            (0.0 <= self.val_split < 1.0, "val_split must be in [0, 1)"),
+            (self.epochs >= 1, "epochs must be at least 1"),
+            (self.batch_size >= 1, "batch_size must be at least 1"),
+            (self.lr > 0, "lr must be positive"),
+            (0.0 <= self.ema < 1.0, "ema must be in [0, 1)"),
+            (0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)"),
+            (0.0 <= self.target_accuracy <= 1.0, "target_accuracy must be in [0, 1]"),
+            (self.patience >= 0 and self.train_limit >= 0, "patience and train_limit must be >= 0"),
+            (0.0 < self.warmup < 1.0, "warmup must be in (0, 1)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"invalid training config: {message}")
+        needs_val = self.select == "best" or self.patience or self.target_accuracy
+        if needs_val and self.val_split == 0:
+            raise ValueError(
+                "invalid training config: select=best, patience and target_accuracy decide on validation "
+                "data; set val_split > 0 (the test set is never used to choose a model)"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown training config fields: {', '.join(sorted(unknown))}")
+        if "augment" in data and isinstance(data["augment"], dict):
+            data["augment"] = AugmentConfig(**data["augment"])
+        if "betas" in data:
+            data["betas"] = tuple(data["betas"])
+        return cls(**data)
+
+
+PRESETS: dict[str, TrainConfig] = {
+    # The article's recipe, exactly: Adam(1e-3), batch 32, 10 epochs, last 20% for validation, [0,1] pixels.
+    "seed": TrainConfig(),
+}
+
+
+def get_preset(name: str) -> TrainConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+
+
+def override(cfg: TrainConfig, **changes: Any) -> TrainConfig:
+    """``cfg`` with some fields replaced (None means 'keep'); validation runs again."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    known = {f.name for f in dataclasses.fields(cfg)}
+    unknown = set(changes) - known
+    if unknown:
+        raise ValueError(f"unknown training config fields: {', '.join(sorted(unknown))}")
+    return dataclasses.replace(cfg, **changes)

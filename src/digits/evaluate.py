@@ -1,0 +1,120 @@
+"""The one ``evaluate()``: used by training (validation and test), the CLI and the tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from digits.pixels import NUM_CLASSES, PIXEL_SCALE
+
+
+def as_model_input(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """uint8 images (N, 28, 28) or (N, 1, 28, 28) -> float32 (N, 1, 28, 28) in [0, 1], as every model expects."""
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    x = images.float() / PIXEL_SCALE if images.dtype == torch.uint8 else images.float()
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Accuracy, loss and everything needed to look at the mistakes."""
+
+    accuracy: float
+    loss: float
+    labels: np.ndarray  # (N,) int64
+    predictions: np.ndarray  # (N,) int64
+    probabilities: np.ndarray  # (N, 10) float32
+
+    @property
+    def n(self) -> int:
+        return len(self.labels)
+
+    @property
+    def confusion(self) -> np.ndarray:
+        """(10, 10) counts; row = true digit, column = predicted digit."""
+        return np.bincount(self.labels * NUM_CLASSES + self.predictions, minlength=NUM_CLASSES**2).reshape(
+            NUM_CLASSES, NUM_CLASSES
+        )
+
+    def per_class(self) -> dict[str, list[float]]:
+        """Precision, recall and F1 of each digit (0 where undefined)."""
+        cm = self.confusion.astype(np.float64)
+        tp = np.diag(cm)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            precision = np.nan_to_num(tp / cm.sum(axis=0))
+            recall = np.nan_to_num(tp / cm.sum(axis=1))
+            f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
+        return {"precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist()}
+
+    def mistakes(self, limit: int = 36) -> np.ndarray:
+        """Indices of the worst mistakes: wrong predictions, most confident first."""
+        wrong = np.flatnonzero(self.predictions != self.labels)
+        confidence = self.probabilities[wrong, self.predictions[wrong]]
+        return wrong[np.argsort(-confidence)][:limit]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "accuracy": self.accuracy,
+            "loss": self.loss,
+            "n": self.n,
+            "errors": int((self.predictions != self.labels).sum()),
+            "per_class": self.per_class(),
+            "confusion": self.confusion.tolist(),
+        }
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 1000,
+    precision: str = "fp32",
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Logits (N, 10) in float32 for uint8 or float images, in eval mode, batch by batch."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for start in range(0, len(images), batch_size):
+            x = as_model_input(images[start : start + batch_size].to(device), channels_last=device.type == "cpu")
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                out.append(model(x).float())
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, NUM_CLASSES)
+
+
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    batch_size: int = 1000,
+    precision: str = "fp32",
+    device: torch.device | str | None = None,
+) -> EvalResult:
+    """Accuracy and mean cross-entropy of ``model`` on (images, labels)."""
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    if len(images) == 0:
+        raise ValueError("nothing to evaluate: no images")
+    logits = predict_logits(model, images, batch_size=batch_size, precision=precision, device=device)
+    labels = labels.long().to(logits.device)
+    loss = F.cross_entropy(logits, labels).item()
+    probabilities = logits.softmax(dim=1)
+    predictions = probabilities.argmax(dim=1)
+    return EvalResult(
+        accuracy=(predictions == labels).float().mean().item(),
+        loss=loss,
+        labels=labels.cpu().numpy(),
+        predictions=predictions.cpu().numpy(),
+        probabilities=probabilities.cpu().numpy().astype(np.float32),
+    )

@@ -1,0 +1,82 @@
+"""The registered networks. Every model maps (B, 1, 28, 28) floats in [0, 1] to (B, 10) logits.
+
+Softmax is not part of the models: the loss (cross-entropy on logits) and the Recognizer apply it,
+which is numerically safer than Keras' softmax-then-log and gives the same function.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from digits.models.layers import activation as make_act
+from digits.models.layers import check_rate, keras_init
+from digits.models.registry import register_model
+
+HEADS = ("flatten", "gap")
+
+
+def _check_head(head: str) -> str:
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; choose one of: {', '.join(HEADS)}")
+    return head
+
+
+def _conv_block(cin: int, cout: int, k: int, act: str, batchnorm: bool, stride: int = 1, pad: int = 0) -> list:
+    # With batchnorm the conv bias is redundant (BN's beta does its job), as in ResNet.
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride=stride, padding=pad, bias=not batchnorm)]
+    if batchnorm:
+        layers.append(nn.BatchNorm2d(cout))
+    layers.append(make_act(act))
+    return layers
+
+
+@register_model
+def seed(
+    activation: str = "relu", batchnorm: bool = False, dropout: float = 0.2, head: str = "flatten", width: int = 32
+) -> nn.Module:
+    """The article's network: Conv(32,3x3)-MaxPool-Flatten-Dense(128)-Dropout(0.2)-Dense(10); 693,962 params."""
+    _check_head(head)
+    check_rate("dropout", dropout)
+    act = activation
+    layers = _conv_block(1, width, 3, act, batchnorm)  # (B, 32, 26, 26)
+    layers.append(nn.MaxPool2d(2))  # (B, 32, 13, 13)
+    if head == "flatten":
+        layers += [nn.Flatten(), nn.Linear(width * 13 * 13, 128)]  # (B, 5408) -> (B, 128)
+    else:  # global average pooling: far fewer parameters, no position-specific weights
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 128)]  # (B, 32) -> (B, 128)
+    layers += [make_act(act), nn.Dropout(dropout), nn.Linear(128, 10)]
+    return keras_init(nn.Sequential(*layers))
+
+
+@register_model
+def lenet5(activation: str = "tanh", batchnorm: bool = False, dropout: float = 0.0) -> nn.Module:
+    """LeNet-5 (LeCun et al. 1998): two 5x5 convs with average pooling, FC 120-84-10; 61,706 params."""
+    check_rate("dropout", dropout)
+    act = activation
+    return nn.Sequential(
+        *_conv_block(1, 6, 5, act, batchnorm, pad=2),  # (B, 6, 28, 28): padding stands in for the 32x32 input
+        nn.AvgPool2d(2),  # (B, 6, 14, 14)
+        *_conv_block(6, 16, 5, act, batchnorm),  # (B, 16, 10, 10)
+        nn.AvgPool2d(2),  # (B, 16, 5, 5)
+        nn.Flatten(),
+        nn.Linear(16 * 5 * 5, 120),
+        make_act(act),
+        nn.Dropout(dropout),
+        nn.Linear(120, 84),
+        make_act(act),
+        nn.Linear(84, 10),
+    )
+
+
+@register_model
+def mlp(activation: str = "relu", hidden: int = 256, dropout: float = 0.2, batchnorm: bool = False) -> nn.Module:
+    """A plain two-hidden-layer perceptron baseline: 784-256-256-10, no convolutions."""
+    check_rate("dropout", dropout)
+
+    def block(cin: int, cout: int) -> list[nn.Module]:
+        layers: list[nn.Module] = [nn.Linear(cin, cout, bias=not batchnorm)]
+        if batchnorm:
+            layers.append(nn.BatchNorm1d(cout))
+        return [*layers, make_act(activation), nn.Dropout(dropout)]
+
+    return nn.Sequential(nn.Flatten(), *block(784, hidden), *block(hidden, hidden), nn.Linear(hidden, 10))

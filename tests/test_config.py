@@ -1,0 +1,47 @@
+import dataclasses
+
+import pytest
+
+from digits.augment import AugmentConfig
+from digits.config import PRESETS, TrainConfig, get_preset, override
+
+
+def test_seed_preset_is_the_articles_recipe():
+    cfg = get_preset("seed")
+    assert (cfg.model, cfg.optimizer, cfg.lr, cfg.batch_size, cfg.epochs, cfg.val_split) == (
+        "seed", "adam", 1e-3, 32, 10, 0.2)
+    assert cfg.eps == 1e-7  # Keras' Adam epsilon
+    assert not cfg.augment.enabled
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_presets_round_trip_through_json_dict(name):
+    cfg = PRESETS[name]
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_config_is_frozen_and_overrides_validate():
+    cfg = get_preset("seed")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.lr = 0.1  # type: ignore[misc]
+    assert override(cfg, lr=0.01, epochs=None).lr == 0.01
+    with pytest.raises(ValueError, match="optimizer"):
+        override(cfg, optimizer="lbfgs")
+    with pytest.raises(ValueError, match="unknown training config fields"):
+        override(cfg, learning_rate=0.1)
+    with pytest.raises(ValueError, match="unknown preset"):
+        get_preset("turbo")
+
+
+def test_choosing_on_validation_needs_a_validation_split():
+    with pytest.raises(ValueError, match="never used to choose"):
+        TrainConfig(val_split=0.0, select="best")
+    with pytest.raises(ValueError, match="never used to choose"):
+        TrainConfig(val_split=0.0, patience=2)
+    TrainConfig(val_split=0.0)  # training on all 60,000 without selection is fine
+
+
+def test_from_dict_rebuilds_nested_values():
+    cfg = TrainConfig(augment=AugmentConfig(rotate=10.0), betas=(0.7, 0.9))
+    back = TrainConfig.from_dict(dataclasses.asdict(cfg))
+    assert back.augment == AugmentConfig(rotate=10.0) and back.betas == (0.7, 0.9)

@@ -1,0 +1,74 @@
+import pytest
+import torch
+
+from digits.models import count_parameters, create_model, list_models, model_options, summary
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_forward_backward_without_nan(name):
+    torch.manual_seed(0)
+    model = create_model(name)
+    x = torch.rand(4, 1, 28, 28)
+    out = model(x)
+    assert out.shape == (4, 10)
+    loss = torch.nn.functional.cross_entropy(out, torch.arange(4))
+    loss.backward()
+    assert torch.isfinite(loss)
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{name}.{pname} got no gradient"
+        assert torch.isfinite(p.grad).all(), f"{name}.{pname} has a non-finite gradient"
+
+
+def test_seed_model_is_the_articles_network():
+    model = create_model("seed")
+    assert count_parameters(model) == 693_962
+    shapes = [tuple(p.shape) for p in model.parameters()]
+    assert shapes == [(32, 1, 3, 3), (32,), (128, 5408), (128,), (10, 128), (10,)]
+    table = summary(model)
+    for line in ["(None, 32, 26, 26)", "(None, 32, 13, 13)", "(None, 5408)", "(None, 128)", "(None, 10)",
+                 "Total params: 693,962"]:
+        assert line in table
+
+
+def test_seed_model_uses_keras_initialisation():
+    torch.manual_seed(0)
+    dense = create_model("seed")[4]
+    limit = (6 / (5408 + 128)) ** 0.5  # glorot-uniform bound
+    assert dense.weight.abs().max() <= limit
+    assert dense.weight.abs().max() > 0.9 * limit
+    assert torch.count_nonzero(dense.bias) == 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"activation": "sigmoid"}, {"activation": "gelu"}, {"batchnorm": True}, {"dropout": 0.5}, {"head": "gap"}],
+)
+def test_seed_switches_change_the_network(options):
+    base = create_model("seed")
+    changed = create_model("seed", **options)
+    assert [type(m) for m in base.modules()] != [type(m) for m in changed.modules()] or options == {"dropout": 0.5}
+    if "dropout" in options:
+        assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in changed.modules())
+    assert changed(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_gap_head_is_much_smaller():
+    assert count_parameters(create_model("seed", head="gap")) < 10_000
+
+
+def test_unknown_model_and_option_are_clear_errors():
+    with pytest.raises(ValueError, match="choose one of"):
+        create_model("resnet9000")
+    with pytest.raises(ValueError, match="its options are"):
+        create_model("seed", kernel=5)
+    with pytest.raises(ValueError, match="activation"):
+        create_model("seed", activation="swish")
+    with pytest.raises(ValueError, match="dropout"):
+        create_model("seed", dropout=1.5)
+
+
+def test_registry_lists_reference_models():
+    names = list_models()
+    assert {"seed", "lenet5", "mlp"} <= set(names)
+    assert count_parameters(create_model("lenet5")) == 61_706
+    assert "activation" in model_options("seed")

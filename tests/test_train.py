@@ -1,0 +1,159 @@
+import json
+
+import pytest
+import torch
+
+import digits.train as train_mod
+from digits.checkpoint import CHECKPOINT_NAME, load_weights
+from digits.config import TrainConfig, get_preset, override
+from digits.evaluate import evaluate
+from digits.models import create_model
+from digits.train import fit, lr_factor, split_train_val
+
+SMALL = override(get_preset("seed"), train_limit=5000, epochs=2, batch_size=64)
+
+
+def test_overfits_one_small_batch():
+    torch.manual_seed(0)
+    x = torch.rand(32, 1, 28, 28)
+    y = torch.arange(32) % 10
+    model = create_model("seed", dropout=0.0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(100):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.01
+    assert (model(x).argmax(1) == y).all()
+
+
+def test_validation_is_the_last_fraction_like_keras(mnist):
+    cfg = override(SMALL, train_limit=1000, val_split=0.2)
+    tx, ty, vx, vy = split_train_val(mnist, cfg)
+    assert len(tx) == 800 and len(vx) == 200
+    assert torch.equal(vx, torch.from_numpy(mnist.train_images[800:1000]))
+    assert torch.equal(vy, torch.from_numpy(mnist.train_labels[800:1000]).long())
+
+
+def test_short_training_run_learns_and_writes_a_complete_run(mnist, tmp_path):
+    run = fit(SMALL, tmp_path / "run", data=mnist, progress=False, log=lambda s: None)
+    assert run.test.accuracy >= 0.93, run.test.accuracy  # 4,000 images, 2 epochs
+    for name in ["model.safetensors", "run.json", "history.csv", "curves.png"]:
+        assert (run.dir / name).is_file(), name
+    assert not (run.dir / CHECKPOINT_NAME).exists()
+    meta = json.loads((run.dir / "run.json").read_text())
+    assert meta["config"]["batch_size"] == 64
+    assert meta["data_sha256"] == mnist.sha256
+    assert meta["test_accuracy"] == run.test.accuracy
+    assert "torch" in meta["versions"]
+    # the saved weights rebuild the same network and score the same
+    model, wmeta = load_weights(run.dir)
+    again = evaluate(model, torch.from_numpy(mnist.test_images), torch.from_numpy(mnist.test_labels))
+    assert again.accuracy == pytest.approx(run.test.accuracy, abs=1e-9)
+    assert wmeta["model"] == "seed"
+
+
+def test_same_config_and_seed_give_the_same_result(mnist, tmp_path):
+    cfg = override(SMALL, train_limit=2000, epochs=1)
+    a = fit(cfg, tmp_path / "a", data=mnist, progress=False, log=lambda s: None)
+    b = fit(cfg, tmp_path / "b", data=mnist, progress=False, log=lambda s: None)
+    assert a.test.accuracy == b.test.accuracy
+    c = fit(override(cfg, seed=1), tmp_path / "c", data=mnist, progress=False, log=lambda s: None)
+    assert not all(torch.equal(p, q) for p, q in zip(a.model.parameters(), c.model.parameters()))
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(mnist, tmp_path, monkeypatch):
+    cfg = override(SMALL, train_limit=2000, epochs=3, augment=None)
+    full = fit(cfg, tmp_path / "full", data=mnist, progress=False, log=lambda s: None)
+
+    real = train_mod.train_one_epoch
+
+    def dies_in_epoch_3(*args, **kwargs):
+        if args[6] == 2:  # epoch index
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_one_epoch", dies_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, tmp_path / "cut", data=mnist, progress=False, log=lambda s: None)
+    assert (tmp_path / "cut" / CHECKPOINT_NAME).is_file()
+    assert not (tmp_path / "cut" / "model.safetensors").exists()
+    monkeypatch.setattr(train_mod, "train_one_epoch", real)
+
+    resumed = fit(cfg, tmp_path / "cut", data=mnist, resume=True, progress=False, log=lambda s: None)
+    for p, q in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(p, q)
+    assert resumed.test.accuracy == full.test.accuracy
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+
+
+def test_resume_refuses_a_different_config(mnist, tmp_path, monkeypatch):
+    cfg = override(SMALL, train_limit=1000, epochs=2)
+    monkeypatch.setattr(train_mod, "train_one_epoch", _interrupt_second_epoch(train_mod.train_one_epoch))
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, tmp_path / "r", data=mnist, progress=False, log=lambda s: None)
+    with pytest.raises(ValueError, match="different config"):
+        fit(override(cfg, lr=0.01), tmp_path / "r", data=mnist, resume=True, progress=False, log=lambda s: None)
+    with pytest.raises(FileExistsError):
+        fit(cfg, tmp_path / "r", data=mnist, progress=False, log=lambda s: None)
+
+
+def _interrupt_second_epoch(real):
+    def wrapped(*args, **kwargs):
+        if args[6] == 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    return wrapped
+
+
+def test_model_selection_and_early_stopping_never_see_the_test_set(mnist, tmp_path, monkeypatch):
+    """Poison the test labels during training: choices must not change, only the final test score."""
+    seen = []
+    real_evaluate = train_mod.evaluate
+
+    def spy(model, images, labels, **kw):
+        seen.append(len(images))
+        return real_evaluate(model, images, labels, **kw)
+
+    monkeypatch.setattr(train_mod, "evaluate", spy)
+    cfg = override(SMALL, train_limit=2000, epochs=4, select="best", patience=2, lr=3e-3)
+    run = fit(cfg, tmp_path / "sel", data=mnist, progress=False, log=lambda s: None)
+    n_val = 400
+    # every evaluation during the epochs is on the 400 validation images; the test set (10,000) only once, last
+    assert seen[:-1] == [n_val] * len(run.history)
+    assert seen[-1] == len(mnist.test_images)
+    best_epoch = max(run.history, key=lambda h: h["val_accuracy"])["epoch"]
+    assert run.summary["chosen_epoch"] == best_epoch
+
+
+def test_target_accuracy_stops_on_validation(mnist, tmp_path):
+    cfg = override(SMALL, train_limit=3000, epochs=5, target_accuracy=0.5)
+    run = fit(cfg, tmp_path / "t", data=mnist, progress=False, log=lambda s: None)
+    assert len(run.history) == 1 and "target" in run.stopped_early
+
+
+@pytest.mark.parametrize("schedule", ["constant", "step", "cosine", "onecycle"])
+def test_lr_schedules(schedule):
+    cfg = TrainConfig(schedule=schedule, epochs=4, gamma=0.5, step_every=1)
+    factors = [lr_factor(cfg, s, 10) for s in range(40)]
+    assert all(0.0 <= f <= 1.0 for f in factors)
+    if schedule == "constant":
+        assert set(factors) == {1.0}
+    elif schedule == "step":
+        assert factors[0] == 1.0 and factors[10] == 0.5 and factors[39] == 0.125
+    elif schedule == "cosine":
+        assert factors[0] == 1.0 and factors[-1] < 0.01 and factors == sorted(factors, reverse=True)
+    else:
+        peak = factors.index(max(factors))
+        assert 0 < peak < 39 and factors[0] < 0.2 and factors[-1] < 0.05
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "rmsprop", "adam", "adamw", "adagrad"])
+def test_every_optimizer_trains(mnist, tmp_path, optimizer):
+    lr = {"sgd": 0.05, "adagrad": 0.02}.get(optimizer, 1e-3)
+    cfg = override(SMALL, train_limit=1500, epochs=1, optimizer=optimizer, lr=lr, momentum=0.9 if optimizer == "sgd"
+                   else 0.0, val_split=0.0)
+    run = fit(cfg, tmp_path / optimizer, data=mnist, progress=False, log=lambda s: None)
+    assert run.test.accuracy > 0.6, (optimizer, run.test.accuracy)
