@@ -9,7 +9,13 @@ from digits.config import PRESETS, TrainConfig, get_preset, override
 def test_seed_preset_is_the_articles_recipe():
     cfg = get_preset("seed")
     assert (cfg.model, cfg.optimizer, cfg.lr, cfg.batch_size, cfg.epochs, cfg.val_split) == (
-        "seed", "adam", 1e-3, 32, 10, 0.2)
+        "seed",
+        "adam",
+        1e-3,
+        32,
+        10,
+        0.2,
+    )
     assert cfg.eps == 1e-7  # Keras' Adam epsilon
     assert not cfg.augment.enabled
 

@@ -25,8 +25,14 @@ def test_seed_model_is_the_articles_network():
     shapes = [tuple(p.shape) for p in model.parameters()]
     assert shapes == [(32, 1, 3, 3), (32,), (128, 5408), (128,), (10, 128), (10,)]
     table = summary(model)
-    for line in ["(None, 32, 26, 26)", "(None, 32, 13, 13)", "(None, 5408)", "(None, 128)", "(None, 10)",
-                 "Total params: 693,962"]:
+    for line in [
+        "(None, 32, 26, 26)",
+        "(None, 32, 13, 13)",
+        "(None, 5408)",
+        "(None, 128)",
+        "(None, 10)",
+        "Total params: 693,962",
+    ]:
         assert line in table
 
 
@@ -41,7 +47,13 @@ def test_seed_model_uses_keras_initialisation():
 
 @pytest.mark.parametrize(
     "options",
-    [{"activation": "sigmoid"}, {"activation": "gelu"}, {"batchnorm": True}, {"dropout": 0.5}, {"head": "gap"}],
+    [
+        {"activation": "sigmoid"},
+        {"activation": "gelu"},
+        {"batchnorm": True},
+        {"dropout": 0.5},
+        {"head": "gap"},
+    ],
 )
 def test_seed_switches_change_the_network(options):
     base = create_model("seed")

@@ -6,7 +6,7 @@ import torch
 import digits.train as train_mod
 from digits.checkpoint import CHECKPOINT_NAME, load_weights
 from digits.config import TrainConfig, get_preset, override
-from digits.evaluate import evaluate
+from digits.evaluate import evaluate, to_tensors
 from digits.models import create_model
 from digits.train import fit, lr_factor, split_train_val
 
@@ -32,13 +32,13 @@ def test_validation_is_the_last_fraction_like_keras(mnist):
     cfg = override(SMALL, train_limit=1000, val_split=0.2)
     tx, ty, vx, vy = split_train_val(mnist, cfg)
     assert len(tx) == 800 and len(vx) == 200
-    assert torch.equal(vx, torch.from_numpy(mnist.train_images[800:1000]))
-    assert torch.equal(vy, torch.from_numpy(mnist.train_labels[800:1000]).long())
+    assert torch.equal(vx, torch.tensor(mnist.train_images[800:1000]))
+    assert torch.equal(vy, torch.tensor(mnist.train_labels[800:1000]).long())
 
 
 def test_short_training_run_learns_and_writes_a_complete_run(mnist, tmp_path):
-    run = fit(SMALL, tmp_path / "run", data=mnist, progress=False, log=lambda s: None)
-    assert run.test.accuracy >= 0.93, run.test.accuracy  # 4,000 images, 2 epochs
+    run = fit(override(SMALL, train_limit=10_000), tmp_path / "run", data=mnist, progress=False, log=lambda s: None)
+    assert run.test.accuracy >= 0.94, run.test.accuracy  # 8,000 images, 2 epochs
     for name in ["model.safetensors", "run.json", "history.csv", "curves.png"]:
         assert (run.dir / name).is_file(), name
     assert not (run.dir / CHECKPOINT_NAME).exists()
@@ -49,7 +49,7 @@ def test_short_training_run_learns_and_writes_a_complete_run(mnist, tmp_path):
     assert "torch" in meta["versions"]
     # the saved weights rebuild the same network and score the same
     model, wmeta = load_weights(run.dir)
-    again = evaluate(model, torch.from_numpy(mnist.test_images), torch.from_numpy(mnist.test_labels))
+    again = evaluate(model, *to_tensors(mnist.test_images, mnist.test_labels))
     assert again.accuracy == pytest.approx(run.test.accuracy, abs=1e-9)
     assert wmeta["model"] == "seed"
 
@@ -94,7 +94,14 @@ def test_resume_refuses_a_different_config(mnist, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         fit(cfg, tmp_path / "r", data=mnist, progress=False, log=lambda s: None)
     with pytest.raises(ValueError, match="different config"):
-        fit(override(cfg, lr=0.01), tmp_path / "r", data=mnist, resume=True, progress=False, log=lambda s: None)
+        fit(
+            override(cfg, lr=0.01),
+            tmp_path / "r",
+            data=mnist,
+            resume=True,
+            progress=False,
+            log=lambda s: None,
+        )
     with pytest.raises(FileExistsError):
         fit(cfg, tmp_path / "r", data=mnist, progress=False, log=lambda s: None)
 
@@ -152,8 +159,15 @@ def test_lr_schedules(schedule):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "rmsprop", "adam", "adamw", "adagrad"])
 def test_every_optimizer_trains(mnist, tmp_path, optimizer):
-    lr = {"sgd": 0.05, "adagrad": 0.02}.get(optimizer, 1e-3)
-    cfg = override(SMALL, train_limit=1500, epochs=1, optimizer=optimizer, lr=lr, momentum=0.9 if optimizer == "sgd"
-                   else 0.0, val_split=0.0)
+    lr = {"sgd": 0.05, "adagrad": 0.05}.get(optimizer, 1e-3)
+    cfg = override(
+        SMALL,
+        train_limit=3000,
+        epochs=1,
+        optimizer=optimizer,
+        lr=lr,
+        momentum=0.9 if optimizer == "sgd" else 0.0,
+        val_split=0.0,
+    )
     run = fit(cfg, tmp_path / optimizer, data=mnist, progress=False, log=lambda s: None)
-    assert run.test.accuracy > 0.6, (optimizer, run.test.accuracy)
+    assert run.test.accuracy > 0.8, (optimizer, run.test.accuracy)

@@ -73,8 +73,12 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         elif f.name == "betas":
             g.add_argument(flag, default=None, metavar="B1,B2", help="Adam betas, e.g. 0.9,0.999")
         elif f.name == "augment":
-            g.add_argument(flag, default=None, metavar="SPEC",
-                           help="e.g. rotate=10,scale=0.1,shift=0.1 ; 'none' turns augmentation off")
+            g.add_argument(
+                flag,
+                default=None,
+                metavar="SPEC",
+                help="e.g. rotate=10,scale=0.1,shift=0.1 ; 'none' turns augmentation off",
+            )
 
 
 def _config_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -157,8 +161,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         run = fit(cfg, out, data=data, resume=bool(args.resume), progress=not args.json, log=log, preset=preset)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; the last finished epoch is saved. Continue with: digits train --resume {out}",
-              file=sys.stderr)
+        print(
+            f"\ninterrupted; the last finished epoch is saved. Continue with: digits train --resume {out}",
+            file=sys.stderr,
+        )
         return 130
     if args.json:
         print(json.dumps(run.summary, indent=2))
@@ -169,33 +175,46 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
-
     from digits import plots
     from digits.checkpoint import load_weights
     from digits.data import load_mnist
-    from digits.evaluate import evaluate
+    from digits.evaluate import evaluate, to_tensors
 
     model, meta = load_weights(args.model)
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     data = load_mnist(args.data_dir, log=log)
-    result = evaluate(model, torch.from_numpy(data.test_images), torch.from_numpy(data.test_labels))
+    result = evaluate(model, *to_tensors(data.test_images, data.test_labels))
     src = Path(args.model)
     out = Path(args.out) if args.out else (src if src.is_dir() else src.parent)
     out.mkdir(parents=True, exist_ok=True)
-    plots.confusion_matrix(result.confusion, out / "confusion.png",
-                           title=f"{meta['model']}: {result.accuracy:.2%} on {result.n:,} test digits")
+    plots.confusion_matrix(
+        result.confusion,
+        out / "confusion.png",
+        title=f"{meta['model']}: {result.accuracy:.2%} on {result.n:,} test digits",
+    )
     worst = result.mistakes(36)
-    plots.mistakes_gallery(data.test_images[worst], result.labels[worst], result.predictions[worst],
-                           result.probabilities[worst, result.predictions[worst]], out / "mistakes.png")
-    report = {"model": meta["model"], "model_options": meta.get("model_options", {}), "source": str(src),
-              **result.to_dict(), "confusion_png": str(out / "confusion.png"), "mistakes_png": str(out / "mistakes.png")}
+    plots.mistakes_gallery(
+        data.test_images[worst],
+        result.labels[worst],
+        result.predictions[worst],
+        result.probabilities[worst, result.predictions[worst]],
+        out / "mistakes.png",
+    )
+    report = {
+        "model": meta["model"],
+        "model_options": meta.get("model_options", {}),
+        "source": str(src),
+        **result.to_dict(),
+        "confusion_png": str(out / "confusion.png"),
+        "mistakes_png": str(out / "mistakes.png"),
+    }
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"{meta['model']}: test accuracy {result.accuracy:.4f}, loss {result.loss:.4f}, "
-          f"{report['errors']} errors in {result.n:,}")
+    print(
+        f"{meta['model']}: test accuracy {result.accuracy:.4f}, loss {result.loss:.4f}, "
+        f"{report['errors']} errors in {result.n:,}"
+    )
     pc = result.per_class()
     print("digit  precision  recall     f1")
     for d in range(10):
@@ -205,7 +224,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for d, row in enumerate(result.confusion):
         print(f"{d:>5} " + " ".join(f"{v:>5}" for v in row))
     print(f"pictures: {out / 'confusion.png'}, {out / 'mistakes.png'}")
-    del np
     return 0
 
 

@@ -20,6 +20,11 @@ def as_model_input(images: torch.Tensor, channels_last: bool = False) -> torch.T
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+def to_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST arrays -> (uint8 images, int64 labels) tensors. Copies: the loaded arrays are read-only views."""
+    return torch.tensor(images), torch.tensor(labels, dtype=torch.long)
+
+
 @dataclass(frozen=True)
 class EvalResult:
     """Accuracy, loss and everything needed to look at the mistakes."""

@@ -45,8 +45,15 @@ def confusion_matrix(confusion: np.ndarray, path: Path, title: str = "confusion 
     ax.imshow(off, cmap="Reds")
     for i in range(confusion.shape[0]):
         for j in range(confusion.shape[1]):
-            ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=8,
-                    color="black" if i != j else "darkgreen")
+            ax.text(
+                j,
+                i,
+                str(confusion[i, j]),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="black" if i != j else "darkgreen",
+            )
     ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true", title=title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -37,7 +37,7 @@ from digits.checkpoint import (
 )
 from digits.config import TrainConfig
 from digits.data import MNIST, load_mnist
-from digits.evaluate import EvalResult, as_model_input, evaluate
+from digits.evaluate import EvalResult, as_model_input, evaluate, to_tensors
 from digits.models import count_parameters, create_model
 
 Log = Callable[[str], None]
@@ -65,14 +65,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def split_train_val(
-    data: MNIST, cfg: TrainConfig
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def split_train_val(data: MNIST, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(train_x, train_y, val_x, val_y) as uint8/int64 tensors; validation is the LAST fraction, as Keras does."""
-    x = torch.from_numpy(data.train_images)
-    y = torch.from_numpy(data.train_labels).long()
-    if cfg.train_limit:
-        x, y = x[: cfg.train_limit], y[: cfg.train_limit]
+    limit = cfg.train_limit or len(data.train_images)
+    x, y = to_tensors(data.train_images[:limit], data.train_labels[:limit])
     split = int(len(x) * (1.0 - cfg.val_split))  # keras: split_at = int(n * (1 - validation_split))
     return x[:split], y[:split], x[split:], y[split:]
 
@@ -161,7 +157,7 @@ def train_one_epoch(
 
 @torch.no_grad()
 def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    ema_p = list(ema.parameters())
+    ema_p: list[torch.Tensor] = list(ema.parameters())
     torch._foreach_lerp_(ema_p, [p.detach() for p in model.parameters()], 1.0 - decay)
     for b_ema, b in zip(ema.buffers(), model.buffers()):
         b_ema.copy_(b)
@@ -177,15 +173,24 @@ def provenance(data: MNIST) -> dict[str, Any]:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         if out.returncode == 0:
             commit = out.stdout.strip()
-            dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True,
-                                   timeout=5).stdout.strip()
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=5
+            ).stdout.strip()
             commit += "-dirty" if dirty else ""
     except (OSError, subprocess.SubprocessError):
         pass
     return {
         "data_sha256": data.sha256,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__},
-        "machine": {"platform": platform.platform(), "processor": _cpu_name(), "threads": torch.get_num_threads()},
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": numpy.__version__,
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "processor": _cpu_name(),
+            "threads": torch.get_num_threads(),
+        },
         "git_commit": commit,
     }
 
@@ -225,9 +230,13 @@ class _Progress:
         return update
 
     def end(self, row: dict[str, Any]) -> None:
-        val = f" val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.4f}" if row["val_loss"] is not None else ""
-        line = (f"epoch {row['epoch']}/{row['epochs']}: loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}"
-                f"{val} lr {row['lr']:.2e} {row['images_per_s']:,.0f} img/s {row['seconds']:.1f}s")
+        val = (
+            f" val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.4f}" if row["val_loss"] is not None else ""
+        )
+        line = (
+            f"epoch {row['epoch']}/{row['epochs']}: loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}"
+            f"{val} lr {row['lr']:.2e} {row['images_per_s']:,.0f} img/s {row['seconds']:.1f}s"
+        )
         if self.bar is not None:
             self.bar.set_postfix_str(line.split(": ", 1)[1])
             self.bar.close()
@@ -280,7 +289,7 @@ def fit(
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, **cfg.model_options).to(device)
     if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = make_optimizer(cfg, list(model.parameters()))
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s, steps_per_epoch))
@@ -296,11 +305,17 @@ def fit(
             ema.load_state_dict(state["ema"])
         start_epoch, train_seconds = state["epoch"], state["train_seconds"]
         history = json.loads(state["history"])
-        best = {"accuracy": state["best_accuracy"], "epoch": state["best_epoch"], "state": state["best_state"]}
+        best = {
+            "accuracy": state["best_accuracy"],
+            "epoch": state["best_epoch"],
+            "state": state["best_state"],
+        }
         log(f"resuming {out_dir} after epoch {start_epoch}/{cfg.epochs}")
 
-    log(f"training {cfg.model} ({count_parameters(model):,} parameters) on {len(x):,} images, "
-        f"validating on {len(val_x):,}, {cfg.epochs} epochs, batch {cfg.batch_size}, {device}")
+    log(
+        f"training {cfg.model} ({count_parameters(model):,} parameters) on {len(x):,} images, "
+        f"validating on {len(val_x):,}, {cfg.epochs} epochs, batch {cfg.batch_size}, {device}"
+    )
     bar = _Progress(progress, log)
     stopped = ""
     for epoch in range(start_epoch, cfg.epochs):
@@ -309,34 +324,54 @@ def fit(
         lr = optimizer.param_groups[0]["lr"]
         train_loss, train_acc = train_one_epoch(model, optimizer, scheduler, x, y, cfg, epoch, ema, update)
         eval_model = ema if ema is not None else model
-        val = (evaluate(eval_model, val_x, val_y, batch_size=cfg.eval_batch_size, device=device)
-               if len(val_x) else None)
+        val = evaluate(eval_model, val_x, val_y, batch_size=cfg.eval_batch_size, device=device) if len(val_x) else None
         seconds = time.perf_counter() - t0
         train_seconds += seconds
         row = {
-            "epoch": epoch + 1, "epochs": cfg.epochs, "lr": lr,
-            "train_loss": train_loss, "train_accuracy": train_acc,
-            "val_loss": val.loss if val else None, "val_accuracy": val.accuracy if val else None,
-            "seconds": seconds, "images_per_s": len(x) / seconds,
+            "epoch": epoch + 1,
+            "epochs": cfg.epochs,
+            "lr": lr,
+            "train_loss": train_loss,
+            "train_accuracy": train_acc,
+            "val_loss": val.loss if val else None,
+            "val_accuracy": val.accuracy if val else None,
+            "seconds": seconds,
+            "images_per_s": len(x) / seconds,
         }
         history.append(row)
         bar.end(row)
         if val is not None and val.accuracy > best["accuracy"]:
-            best = {"accuracy": val.accuracy, "epoch": epoch + 1,
-                    "state": {k: v.detach().clone() for k, v in eval_model.state_dict().items()}
-                    if cfg.select == "best" else None}
+            best = {
+                "accuracy": val.accuracy,
+                "epoch": epoch + 1,
+                "state": {k: v.detach().clone() for k, v in eval_model.state_dict().items()}
+                if cfg.select == "best"
+                else None,
+            }
         if cfg.target_accuracy and val is not None and val.accuracy >= cfg.target_accuracy:
-            stopped = f"validation accuracy {val.accuracy:.4f} reached the target {cfg.target_accuracy} " \
-                      f"after epoch {epoch + 1}, {train_seconds:.1f}s"
+            stopped = (
+                f"validation accuracy {val.accuracy:.4f} reached the target {cfg.target_accuracy} "
+                f"after epoch {epoch + 1}, {train_seconds:.1f}s"
+            )
         elif cfg.patience and epoch + 1 - best["epoch"] >= cfg.patience:
             stopped = f"no better validation accuracy for {cfg.patience} epochs; stopped after epoch {epoch + 1}"
-        save_checkpoint({
-            "config": json.dumps(cfg.to_dict()), "preset": preset, "epoch": epoch + 1,
-            "train_seconds": train_seconds, "history": json.dumps(history),
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "ema": ema.state_dict() if ema is not None else None,
-            "best_accuracy": best["accuracy"], "best_epoch": best["epoch"], "best_state": best["state"],
-        }, ckpt_path)
+        save_checkpoint(
+            {
+                "config": json.dumps(cfg.to_dict()),
+                "preset": preset,
+                "epoch": epoch + 1,
+                "train_seconds": train_seconds,
+                "history": json.dumps(history),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "best_accuracy": best["accuracy"],
+                "best_epoch": best["epoch"],
+                "best_state": best["state"],
+            },
+            ckpt_path,
+        )
         if stopped:
             log(stopped)
             break
@@ -345,10 +380,13 @@ def fit(
     if cfg.select == "best" and best["state"] is not None:
         final.load_state_dict(best["state"])
         log(f"keeping the weights of epoch {best['epoch']} (best validation accuracy {best['accuracy']:.4f})")
-    test = evaluate(final, torch.from_numpy(data.test_images), torch.from_numpy(data.test_labels),
-                    batch_size=cfg.eval_batch_size, device=device)
-    log(f"test accuracy {test.accuracy:.4f} (loss {test.loss:.4f}, {test.n - round(test.accuracy * test.n)} errors "
-        f"in {test.n:,}); training took {train_seconds:.1f}s")
+    test = evaluate(
+        final, *to_tensors(data.test_images, data.test_labels), batch_size=cfg.eval_batch_size, device=device
+    )
+    log(
+        f"test accuracy {test.accuracy:.4f} (loss {test.loss:.4f}, {test.n - round(test.accuracy * test.n)} errors "
+        f"in {test.n:,}); training took {train_seconds:.1f}s"
+    )
 
     run = Run(out_dir, cfg, final.eval(), history, test, train_seconds, stopped)
     _write_run(run, data, preset, best["epoch"] if cfg.select == "best" else len(history))
@@ -374,11 +412,26 @@ def _write_run(run: Run, data: MNIST, preset: str | None, chosen_epoch: int) -> 
         "train_seconds": run.train_seconds,
         "stopped_early": run.stopped_early or None,
     }
-    save_weights(run.model, out / WEIGHTS_NAME, cfg.model, cfg.model_options,
-                 test_accuracy=run.test.accuracy, data_sha256=data.sha256)
-    write_json(out / META_NAME, {**run.summary, "config": cfg.to_dict(), "test": run.test.to_dict(),
-                                 "history": run.history, **provenance(data)})
-    lines = [",".join(run.history[0])] + [",".join("" if v is None else str(v) for v in h.values())
-                                           for h in run.history]
+    save_weights(
+        run.model,
+        out / WEIGHTS_NAME,
+        cfg.model,
+        cfg.model_options,
+        test_accuracy=run.test.accuracy,
+        data_sha256=data.sha256,
+    )
+    write_json(
+        out / META_NAME,
+        {
+            **run.summary,
+            "config": cfg.to_dict(),
+            "test": run.test.to_dict(),
+            "history": run.history,
+            **provenance(data),
+        },
+    )
+    lines = [",".join(run.history[0])] + [
+        ",".join("" if v is None else str(v) for v in h.values()) for h in run.history
+    ]
     (out / "history.csv").write_text("\n".join(lines) + "\n")
     plots.learning_curves(run.history, out / "curves.png")

@@ -32,7 +32,11 @@ def _conv_block(cin: int, cout: int, k: int, act: str, batchnorm: bool, stride: 
 
 @register_model
 def seed(
-    activation: str = "relu", batchnorm: bool = False, dropout: float = 0.2, head: str = "flatten", width: int = 32
+    activation: str = "relu",
+    batchnorm: bool = False,
+    dropout: float = 0.2,
+    head: str = "flatten",
+    width: int = 32,
 ) -> nn.Module:
     """The article's network: Conv(32,3x3)-MaxPool-Flatten-Dense(128)-Dropout(0.2)-Dense(10); 693,962 params."""
     _check_head(head)

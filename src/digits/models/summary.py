@@ -38,6 +38,11 @@ def summary(model: nn.Module, input_shape: tuple[int, ...] = (1, IMAGE_SIZE, IMA
     line = "-" * (w0 + w1 + 12)
     out = [line, f"{'Layer (type)':<{w0}}{'Output Shape':<{w1}}{'Param #':>10}", "=" * len(line)]
     out += [f"{a:<{w0}}{b:<{w1}}{c:>10,}" for a, b, c in rows]
-    out += ["=" * len(line), f"Total params: {total:,}", f"Trainable params: {trainable:,}",
-            f"Non-trainable params: {total - trainable:,}", line]
+    out += [
+        "=" * len(line),
+        f"Total params: {total:,}",
+        f"Trainable params: {trainable:,}",
+        f"Non-trainable params: {total - trainable:,}",
+        line,
+    ]
     return "\n".join(out)
