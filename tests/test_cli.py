@@ -1,0 +1,128 @@
+"""The `digits` command end to end, in-process (fast) and as a real subprocess (what users run)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from digits.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_models_lists_the_registry_with_parameter_counts(capsys):
+    code, out, _ = run_cli(capsys, "models")
+    assert code == 0
+    assert "seed" in out and "693,962" in out and "lenet5" in out
+    code, out, _ = run_cli(capsys, "models", "--json")
+    rows = {r["name"]: r["parameters"] for r in json.loads(out)}
+    assert rows["seed"] == 693_962
+
+
+def test_summary_prints_a_layer_table(capsys):
+    code, out, _ = run_cli(capsys, "summary", "seed")
+    assert code == 0 and "(None, 5408)" in out and "Total params: 693,962" in out
+    code, out, _ = run_cli(capsys, "summary", "seed", "--head", "gap", "--batchnorm")
+    assert "BatchNorm2d" in out and "AdaptiveAvgPool2d" in out
+
+
+def test_bad_inputs_are_clear_errors_not_tracebacks(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "summary", "nonet")
+    assert code != 0 and "unknown model 'nonet'" in err
+    code, _, err = run_cli(capsys, "summary", "seed", "-O", "nonsense")
+    assert code != 0 and "KEY=VALUE" in err
+    code, _, err = run_cli(capsys, "evaluate", str(tmp_path / "missing"))
+    assert code != 0 and "no model file" in err
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 20)
+    code, _, err = run_cli(capsys, "evaluate", str(junk))
+    assert code != 0 and "not a readable safetensors" in err
+    code, _, err = run_cli(capsys, "train", "--optimizer", "lbfgs", "--out", str(tmp_path / "x"))
+    assert code != 0 and "optimizer must be one of" in err
+    code, _, err = run_cli(capsys, "train", "--resume", str(tmp_path / "nothing"))
+    assert code != 0 and "nothing to resume" in err
+
+
+def test_train_json_then_evaluate(capsys, tmp_path, mnist_dir):
+    out_dir = tmp_path / "run"
+    code, out, err = run_cli(
+        capsys,
+        "train",
+        "--data-dir",
+        str(mnist_dir),
+        "--train-limit",
+        "3000",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--out",
+        str(out_dir),
+        "--json",
+    )
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["run_dir"] == str(out_dir)
+    assert 0.8 < summary["test_accuracy"] <= 1.0
+    assert summary["train_seconds"] > 0
+    assert "epoch 1/1" in err  # progress goes to stderr as plain lines when not a terminal
+
+    code, out, _ = run_cli(capsys, "evaluate", str(out_dir), "--data-dir", str(mnist_dir), "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-9)
+    assert len(report["per_class"]["f1"]) == 10 and sum(map(sum, report["confusion"])) == 10_000
+    assert (out_dir / "confusion.png").stat().st_size > 1000 and (out_dir / "mistakes.png").stat().st_size > 1000
+
+    code, out, _ = run_cli(capsys, "evaluate", str(out_dir / "model.safetensors"), "--data-dir", str(mnist_dir))
+    assert code == 0 and "precision" in out and "confusion" in out
+
+
+def test_console_script_killed_mid_run_leaves_no_partial_file_and_resumes(tmp_path, mnist_dir):
+    """A real process killed without warning (SIGKILL) after two epochs; --resume finishes the run."""
+    out_dir = tmp_path / "killed"
+    env = {**os.environ, "DIGITS_DATA_DIR": str(mnist_dir), "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "digits.cli",
+        "train",
+        "--train-limit",
+        "6000",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "64",
+        "--out",
+        str(out_dir),
+    ]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("epoch 2/4"):
+            break
+    proc.kill()
+    proc.wait()
+    assert (out_dir / "checkpoint.pt").is_file()
+    assert not (out_dir / "model.safetensors").exists()
+    assert not [p.name for p in out_dir.iterdir() if p.name.endswith(".tmp")], "a partial file was left behind"
+
+    done = subprocess.run(
+        [sys.executable, "-m", "digits.cli", "train", "--resume", str(out_dir), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "resuming" in done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["epochs_run"] == 4
+    history = json.loads((out_dir / "run.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert not (out_dir / "checkpoint.pt").exists()
