@@ -1,6 +1,6 @@
 """How long ``digits.augment.augment`` takes per batch, for several transform sets and batch sizes.
 
-    python benchmarks/augment_speed.py [--batch-sizes 64 256 1024] [--repeats 100] [--threads N]
+    python benchmarks/augment_speed.py [--batch-sizes 32 256 1024] [--repeats 100] [--threads N]
                                        [--dtype float32|bfloat16] [--device cpu|cuda]
 
 Prints one row per (transform set, batch size): the median milliseconds per batch over --repeats
@@ -11,12 +11,12 @@ Timings on a shared machine are noisy; compare medians from the same run.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
 import torch
 
+from common import machine_info
 from digits.augment import AugmentConfig, augment, parse_augment
 
 TRANSFORM_SETS: dict[str, str] = {
@@ -51,7 +51,7 @@ def time_augment(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 256, 1024])
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
@@ -63,10 +63,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
+    info = machine_info()
     print(
-        f"torch {torch.__version__} | {platform.processor() or platform.machine()} | device {device} | "
-        f"threads {torch.get_num_threads()} | dtype {args.dtype} | channels_last | "
-        f"median of {args.repeats}"
+        f"{info['cpu']} ({info['cores']} cores) | torch {info['torch']} | threads {info['torch_threads']} | "
+        f"device {device} | dtype {args.dtype} | channels_last | median of {args.repeats}"
     )
     header = f"{'transform set':<16} {'batch':>6} {'ms/batch':>9} {'p10-p90 ms':>13} {'images/s':>11}"
     print(header)

@@ -76,6 +76,15 @@ def test_sampling_grid_equals_affine_grid(height, width):
     torch.testing.assert_close(ours, reference, atol=1e-6, rtol=0)
 
 
+def test_a_constant_displacement_is_a_shift_the_other_way():
+    # Output pixel q samples the input at q + d, so the content moves by -d (here on a 20x32 image).
+    x = F.pad(digit_like(2), (2, 2, -4, -4))  # (2, 1, 20, 32)
+    displacement = torch.tensor([2.0, -1.0])[None, :, None, None].expand(2, 2, 20, 32)  # (dx, dy) px
+    identity = torch.eye(2, 3).expand(2, 2, 3)
+    moved = F.grid_sample(x, _sampling_grid(identity, 20, 32, displacement), align_corners=False)
+    torch.testing.assert_close(moved, warp(x, shift=(-2.0, 1.0)), atol=1e-5, rtol=0)
+
+
 def test_rotation_by_90_degrees_matches_rot90():
     x = digit_like()
     # Positive angles turn the digit counter-clockwise on screen, as rot90 with k=1 does.
@@ -96,9 +105,7 @@ def test_rotation_on_a_non_square_image_keeps_right_angles():
 def test_shift_moves_the_centre_of_mass_by_the_shift(height, width):
     x = F.pad(digit_like(), ((width - 28) // 2,) * 2 + ((height - 28) // 2,) * 2)
     moved = warp(x, shift=(3.0, -2.0))  # 3 px right, 2 px up
-    torch.testing.assert_close(
-        centre_of_mass(moved) - centre_of_mass(x), torch.tensor([[3.0, -2.0]]).expand(8, 2)
-    )
+    torch.testing.assert_close(centre_of_mass(moved) - centre_of_mass(x), torch.tensor([[3.0, -2.0]]).expand(8, 2))
     # Whole pixels: an exact copy of torch.roll (the ink stays clear of the borders).
     torch.testing.assert_close(moved, torch.roll(x, shifts=(-2, 3), dims=(2, 3)), atol=1e-5, rtol=0)
 
@@ -260,9 +267,7 @@ def test_works_inside_autocast():
 
 
 def test_extreme_settings_give_no_nan():
-    extreme = AugmentConfig(
-        rotate=180, scale=0.99, shift=1.0, shear=89, elastic=200, erase=1, noise=3, blur=1
-    )
+    extreme = AugmentConfig(rotate=180, scale=0.99, shift=1.0, shear=89, elastic=200, erase=1, noise=3, blur=1)
     y = augment(digit_like(64), extreme, torch.Generator().manual_seed(0))
     assert torch.isfinite(y).all() and float(y.min()) >= 0 and float(y.max()) <= 1
 
