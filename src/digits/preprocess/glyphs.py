@@ -1,0 +1,533 @@
+"""Find the digits in a grayscale picture, in reading order, each normalised like MNIST.
+
+The work is done at two resolutions. Finding the ink (polarity, lighting, threshold, connected
+components) runs on a copy of at most a quarter megapixel, where it costs a few milliseconds whatever
+the size of the photo. Each digit's pixels are then taken from the full-resolution picture, so a
+digit that is small in a big photo keeps all the detail it has.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from digits.preprocess.load import ImageError
+from digits.preprocess.mnist import BOX, to_mnist
+
+# Ink is found on at most this many pixels (512x512); bigger pictures are area-averaged down by an
+# integer factor, which also averages away sensor noise.
+_MASK_PIXELS = 512 * 512
+# Lighting is estimated on an image about this many pixels on its short side.
+_COARSE_SIDE = 64
+# A digit's pixels are taken at up to this many on its long side: area averaging from 4 times the
+# 20-pixel box gives the same digit as from any more, and costs far less.
+_GLYPH_SIDE = 4 * BOX
+# Ink is at least this much darker than the paper (relative) or brighter than its background, or the
+# picture is blank. A faint pencil stroke is about 0.3; an erased one or a shadow is less.
+_MIN_CONTRAST = 0.12
+# Ink also stands this many noise deviations above the background: then a picture of pure noise
+# thresholds to scattered specks rather than to shapes.
+_NOISE_SIGMAS = 6.0
+# A digit is at least this many picture pixels tall or wide, and this fraction of the picture's short
+# side; smaller shapes are dust, grain or noise. (MNIST's digits are 20 pixels tall.)
+_MIN_DIGIT_PIXELS = 16
+_MIN_DIGIT_FRACTION = 0.02
+# A small convex shape (its area this close to its convex hull's), not long, with no hole in it, is a
+# blot or dust, never a digit: digits are curves with bays (2, 3, 5, 7), long (1), or rings with holes
+# (0, 6, 8, 9).
+_BLOB_SOLIDITY = 0.9
+_BLOB_ASPECT = 2.0
+# Shapes smaller than this fraction of the tallest are specks (dust, a decimal point)...
+_SPECK_FRACTION = 0.3
+# ... but a broken digit's pieces can be that small, so before they are joined only shapes smaller
+# than this are dropped.
+_PIECE_FRACTION = 0.15
+# More shapes than this are the texture of a photograph, not digits; only the biggest are kept.
+_MAX_SHAPES = 200
+# Touching digits meet at a junction with at most this fraction of the ink of the fullest column on
+# either side of it.
+_JUNCTION = 0.6
+# No digit, nor two touching ones, is this much wider than tall: such a shape is a dash or a rule.
+_DASH_ASPECT = 2.5
+
+
+@dataclass(frozen=True, eq=False)
+class Glyph:
+    """One digit found in a picture.
+
+    box: (x, y, w, h) of its ink, in pixels of the picture as loaded.
+    image: (28, 28) uint8, light ink on black: exactly what the model sees.
+    line: 0 for the top line of text, 1 for the next, and so on.
+    """
+
+    box: tuple[int, int, int, int]
+    image: np.ndarray
+    line: int
+
+
+@dataclass(frozen=True, eq=False)
+class _Ink:
+    """Where the ink of a picture is, and how to measure it anywhere in the picture."""
+
+    mask: np.ndarray  # (h, w) uint8 at mask resolution: 255 on ink
+    factor: int  # picture pixels per mask pixel
+    lighting: np.ndarray  # (ch, cw) float32 background level, one pixel per `cell` picture pixels
+    cell: int
+    dark: bool  # dark ink on a light background
+    threshold: float  # ink level that separates ink from background
+    floor: float  # ink levels up to this are background noise
+
+
+@dataclass(frozen=True, eq=False)
+class _Shape:
+    """One or more connected components taken as one digit, in mask pixels."""
+
+    x0: int
+    y0: int
+    x1: int  # exclusive
+    y1: int  # exclusive
+    contours: tuple[np.ndarray, ...]
+
+    @property
+    def w(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def h(self) -> int:
+        return self.y1 - self.y0
+
+    def union(self, other: _Shape) -> _Shape:
+        return _Shape(
+            min(self.x0, other.x0),
+            min(self.y0, other.y0),
+            max(self.x1, other.x1),
+            max(self.y1, other.y1),
+            self.contours + other.contours,
+        )
+
+
+def segment(gray: np.ndarray, *, stroke: float | None = None) -> list[Glyph]:
+    """Find the digits of a grayscale picture from :func:`load_image`: top line first, left to right.
+
+    Returns an empty list when there is no ink: a blank page, a faint smudge, specks or noise. Parts
+    of a broken digit are joined, touching digits are cut apart. ``stroke`` is passed on to
+    :func:`to_mnist`.
+    """
+    if gray.ndim != 2 or gray.size == 0 or not np.issubdtype(gray.dtype, np.floating):
+        raise ImageError(f"segment expects a (H, W) float image from load_image, got {gray.dtype} {gray.shape}")
+    gray = np.asarray(gray, dtype=np.float32)
+    ink = _find_ink(gray)
+    if ink is None:
+        return []
+    # In a tiny picture (a 28x28 crop) the digit may be smaller than _MIN_DIGIT_PIXELS, but not
+    # smaller than half the picture.
+    absolute = min(_MIN_DIGIT_PIXELS, 0.5 * max(gray.shape))
+    min_extent = max(absolute, _MIN_DIGIT_FRACTION * min(gray.shape)) / ink.factor
+    shapes = _merge_broken(_shapes(ink.mask, min_extent))
+    # Now that broken digits are whole, what is still small is a speck, and a lone blob is dust.
+    tallest = max((s.h for s in shapes), default=0)
+    shapes = [s for s in shapes if max(s.w, s.h) >= _SPECK_FRACTION * tallest]
+    shapes = [s for s in shapes if not _is_dust(ink.mask, s, min_extent)]
+    glyphs: list[Glyph] = []
+    for number, line in enumerate(_lines(shapes)):
+        height = float(np.median([s.h for s in line]))
+        for shape in line:
+            glyphs.extend(_glyphs(gray, ink, shape, height, min_extent, number, stroke))
+    return glyphs
+
+
+# --------------------------------------------------------------------------------------------------
+# Ink
+
+
+def _find_ink(gray: np.ndarray) -> _Ink | None:
+    """Threshold the ink of a picture, light on dark whatever its polarity; None when it is blank."""
+    H, W = gray.shape
+    factor = max(1, math.ceil(math.sqrt(H * W / _MASK_PIXELS)))
+    small = gray
+    if factor > 1:  # an integer factor keeps INTER_AREA on its fast path
+        h, w = H // factor, W // factor
+        small = cv2.resize(gray[: h * factor, : w * factor], (w, h), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (3, 3), 0)  # (h, w): sensor noise is per pixel, strokes are not
+    h, w = small.shape
+
+    # Lighting varies slowly, so it is estimated on a coarse image. The kernel is a third of its
+    # short side, so that even a digit filling the frame has strokes narrower than it.
+    step = max(1, min(h, w) // _COARSE_SIDE)
+    ch, cw = max(1, h // step), max(1, w // step)
+    coarse = cv2.resize(small[: ch * step, : cw * step], (cw, ch), interpolation=cv2.INTER_AREA)
+    k = max(3, (min(ch, cw) // 3) | 1)
+    dark = _dark_ink(small, coarse, k)
+    if min(ch, cw) < _COARSE_SIDE // 4:
+        # Too small a picture to tell strokes from lighting: take the light as even.
+        lighting = np.full_like(coarse, float(np.median(coarse)))
+    else:
+        # Closing removes dark strokes and leaves the paper; opening removes light strokes and leaves
+        # the dark background: either way what remains is the light falling on the picture. The
+        # coarse image is extended past its edges first, or light falling off towards an edge
+        # (vignetting) would be overestimated there by the slope times half the kernel.
+        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
+        op = cv2.MORPH_CLOSE if dark else cv2.MORPH_OPEN
+        lighting = cv2.morphologyEx(_extend(coarse, k), op, kernel)[k:-k, k:-k]
+    cell = factor * step
+    level = _level(small, _lighting(lighting, cell, 0, 0, (h, w), (factor, factor)), dark)
+
+    sample = level[:: _stride(level), :: _stride(level)]
+    median = float(np.median(sample))
+    noise = 1.4826 * float(np.median(np.abs(sample - median)))  # MAD: blind to the ink, a minority
+    otsu, _ = cv2.threshold(_to_u8(sample), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    threshold = max(otsu / 255.0, median + _NOISE_SIGMAS * noise, _MIN_CONTRAST)
+    if float(level.max()) <= threshold:
+        return None
+    return _Ink(
+        mask=(level > threshold).astype(np.uint8) * np.uint8(255),
+        factor=factor,
+        lighting=lighting,
+        cell=cell,
+        dark=dark,
+        threshold=threshold,
+        floor=min(median + 3.0 * noise, 0.5 * threshold),
+    )
+
+
+def _extend(a: np.ndarray, n: int) -> np.ndarray:
+    """Pad by ``n`` on every side with an odd reflection, which continues a linear ramp straight."""
+    mirrored = cv2.copyMakeBorder(a, n, n, n, n, cv2.BORDER_REFLECT_101)
+    edge = cv2.copyMakeBorder(a, n, n, n, n, cv2.BORDER_REPLICATE)
+    return 2.0 * edge - mirrored
+
+
+def _dark_ink(small: np.ndarray, coarse: np.ndarray, k: int) -> bool:
+    """Is the ink darker than its background?
+
+    Ink is the minority that departs far from the background. A median filter removes dark and
+    light strokes alike, so what is left after subtracting it is noise plus ink whatever the
+    polarity; the side with more mass beyond three noise deviations is the ink.
+    """
+    background = cv2.medianBlur(_to_u8(coarse), k).astype(np.float32) / np.float32(255.0)
+    s = _stride(small)
+    sample = small[::s, ::s]
+    background = cv2.resize(background, (sample.shape[1], sample.shape[0]), interpolation=cv2.INTER_LINEAR)
+    residual = sample - background
+    spread = 3.0 * 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
+    darker = float(np.sum(np.clip(-residual - spread, 0, None)))
+    lighter = float(np.sum(np.clip(residual - spread, 0, None)))
+    return darker > lighter
+
+
+def _lighting(
+    lighting: np.ndarray, cell: int, x0: float, y0: float, shape: tuple[int, int], pixel: tuple[float, float]
+) -> np.ndarray:
+    """The background level on a grid of ``shape`` (rows, cols) whose pixels are ``pixel`` (x, y)
+    picture pixels wide and start at picture pixel (x0, y0), interpolated from the coarse lighting."""
+    sx, sy = pixel[0] / cell, pixel[1] / cell
+    # Pixel centres: grid pixel u is at picture x0 + (u + 0.5) * pixel, lighting pixel j at (j + 0.5) * cell.
+    m = np.array(
+        [[sx, 0.0, (x0 + 0.5 * pixel[0]) / cell - 0.5], [0.0, sy, (y0 + 0.5 * pixel[1]) / cell - 0.5]],
+        np.float64,
+    )
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    return cv2.warpAffine(lighting, m, (shape[1], shape[0]), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _level(gray: np.ndarray, background: np.ndarray, dark: bool) -> np.ndarray:
+    """Ink level: 0 on the background, rising towards 1 for ink of full contrast, negative where the
+    background is lighter (or darker, for light ink) than its estimate: kept so, noise has both
+    signs and its spread can be measured.
+
+    Dark ink is measured as darkness relative to the paper, which divides out the illumination
+    (paper in a shadow is darker, and so is its ink). Light ink is measured as brightness over the
+    background: dividing by a dark background would amplify its noise without bound, and dividing
+    by the headroom above a bright one would amplify the errors of a picture with no ink at all.
+    """
+    if dark:
+        level = background - gray
+        level /= np.maximum(background, np.float32(0.02))
+        return level
+    return gray - background
+
+
+def _stride(a: np.ndarray) -> int:
+    """Subsampling step that leaves about 8k pixels: enough for robust statistics, and fast."""
+    return max(1, int(math.sqrt(a.size / 8192)))
+
+
+def _to_u8(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.clip(a * 255.0 + 0.5, 0, 255).astype(np.uint8))
+
+
+# --------------------------------------------------------------------------------------------------
+# Shapes and lines
+
+
+def _shapes(mask: np.ndarray, min_extent: float) -> list[_Shape]:
+    """Connected components of the ink, without specks, frames and the texture of a photograph."""
+    # RETR_CCOMP puts the outer boundary of every component at the top level (a digit written in a
+    # printed box included) and its holes below it, and is several times faster than
+    # connectedComponentsWithStats.
+    contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if hierarchy is None:
+        return []
+    parent = hierarchy[0][:, 3]
+    outer = np.flatnonzero(parent < 0)
+    rects = np.array([cv2.boundingRect(contours[int(i)]) for i in outer]).reshape(-1, 4)  # (N, 4): x, y, w, h
+    extent = rects[:, 2:].max(axis=1)
+    keep = np.flatnonzero(extent >= max(3.0, min_extent))
+    keep = keep[np.argsort(-extent[keep], kind="stable")][:_MAX_SHAPES]
+    if keep.size == 0:
+        return []
+    outer, rects, extent = outer[keep], rects[keep], extent[keep]
+    x, y, w, h = rects.T
+
+    # A printed box around a digit holds it in its hole; no digit holds a big shape in a hole.
+    inside = (
+        (x[:, None] <= x[None, :])
+        & (y[:, None] <= y[None, :])
+        & ((x + w)[:, None] >= (x + w)[None, :])
+        & ((y + h)[:, None] >= (y + h)[None, :])
+        & (extent[None, :] >= _SPECK_FRACTION * h[:, None])
+    )
+    np.fill_diagonal(inside, False)
+    frame = np.zeros(len(outer), bool)
+    for i, j in np.argwhere(inside):
+        frame[i] = frame[i] or _holds(contours, parent, int(outer[i]), rects[i], rects[j])
+    tallest = int(h[~frame].max()) if not frame.all() else 0
+    return [
+        _Shape(int(x[i]), int(y[i]), int(x[i] + w[i]), int(y[i] + h[i]), (contours[int(outer[i])],))
+        for i in np.flatnonzero(~frame & (extent >= _PIECE_FRACTION * tallest))
+    ]
+
+
+def _holds(contours: Sequence[np.ndarray], parent: np.ndarray, i: int, rect: np.ndarray, other: np.ndarray) -> bool:
+    """Does component ``i`` hold the box ``other`` in a hole that fills most of its own box?"""
+    ox, oy, ow, oh = other
+    for hole in np.flatnonzero(parent == i):
+        hx, hy, hw, hh = cv2.boundingRect(contours[int(hole)])
+        big = hw * hh >= 0.5 * rect[2] * rect[3]
+        if big and hx <= ox and hy <= oy and hx + hw >= ox + ow and hy + hh >= oy + oh:
+            return True
+    return False
+
+
+def _is_dust(mask: np.ndarray, shape: _Shape, min_extent: float) -> bool:
+    """Dust, or a blot: small, and made only of blobs.
+
+    Only shapes near the smallest digit size are looked at, so that a bold digit whose holes closed
+    up is not taken for dust. Checked after joining broken digits, as a piece of one can be a blob.
+    """
+    if max(shape.w, shape.h) >= 3 * min_extent:
+        return False
+    return all(_is_blob(mask, c) for c in shape.contours)
+
+
+def _is_blob(mask: np.ndarray, contour: np.ndarray) -> bool:
+    """A convex, solid shape without holes."""
+    x, y, w, h = cv2.boundingRect(contour)
+    if max(w, h) > _BLOB_ASPECT * min(w, h):
+        return False
+    if cv2.contourArea(contour) < _BLOB_SOLIDITY * cv2.contourArea(cv2.convexHull(contour)):
+        return False
+    filled = np.zeros((h, w), np.uint8)
+    cv2.drawContours(filled, [contour], -1, 255, cv2.FILLED, offset=(-x, -y))
+    outline = np.count_nonzero(filled)
+    ink = np.count_nonzero(filled & mask[y : y + h, x : x + w])  # inside the outline but not ink: a hole
+    return bool(ink >= 0.95 * outline)
+
+
+def _merge_broken(shapes: list[_Shape]) -> list[_Shape]:
+    """Join the parts of one digit: a 5 whose top bar was written apart, a segment display's bars.
+
+    Two shapes are parts of one digit when they are close vertically (a gap under 0.3 of the
+    taller; 0.2 when they are all there is, as two lines of one digit each are not rare either)
+    and their columns overlap: by a quarter of the narrower one when one lies over the other
+    (a 5's top bar, written apart, often sticks out to the right), by half when their rows overlap
+    too, as side-by-side digits' do. Together they are no taller than a digit, whose height is that
+    of the tallest other shape (a digit over a digit, in two lines of text, is twice as tall);
+    alone, the parts are all there is. Nor is the union much wider than tall, which a digit over a
+    rule or a dash would be. The closest such pair is joined, then the next, until none is left.
+    """
+    shapes = list(shapes)
+    while len(shapes) > 1:
+        x0, y0, x1, y1 = np.array([(s.x0, s.y0, s.x1, s.y1) for s in shapes]).T
+        w, h = x1 - x0, y1 - y0
+        overlap = np.minimum(x1[:, None], x1[None, :]) - np.maximum(x0[:, None], x0[None, :])  # (N, N)
+        gap = np.maximum(y0[:, None], y0[None, :]) - np.minimum(y1[:, None], y1[None, :])  # < 0: rows overlap
+        height = np.maximum(y1[:, None], y1[None, :]) - np.minimum(y0[:, None], y0[None, :])
+        width = np.maximum(x1[:, None], x1[None, :]) - np.minimum(x0[:, None], x0[None, :])
+        # The height of a digit for the pair (i, j): that of the tallest other shape, inf if none.
+        index = np.arange(len(shapes))
+        reference = np.full(overlap.shape, np.inf)
+        for k in np.argsort(h, kind="stable")[-3:]:  # the three tallest, the tallest last
+            reference = np.where((index[:, None] != k) & (index[None, :] != k), h[k], reference)
+        stacked = -gap <= 0.5 * np.minimum(h[:, None], h[None, :])
+        alone = np.isinf(reference)
+        joined = (
+            (overlap >= np.where(stacked, 0.25, 0.5) * np.minimum(w[:, None], w[None, :]))
+            & (gap <= np.where(alone, 0.2, 0.3) * np.maximum(h[:, None], h[None, :]))
+            & (height <= 1.5 * reference)
+            & (width <= _DASH_ASPECT * height)
+        )
+        joined = np.triu(joined, k=1)
+        if not joined.any():
+            break
+        i, j = np.unravel_index(np.argmin(np.where(joined, gap, np.iinfo(np.int64).max)), joined.shape)
+        shapes[i] = shapes[i].union(shapes.pop(int(j)))
+    return shapes
+
+
+def _lines(shapes: list[_Shape]) -> list[list[_Shape]]:
+    """Group shapes into lines of text, top to bottom, each left to right.
+
+    Sweeping left to right, a shape joins the line whose latest shape its rows overlap most, by at
+    least half the shorter of the two: this follows a sloping line, which a fixed band would not.
+    """
+    lines: list[list[_Shape]] = []
+    for shape in sorted(shapes, key=lambda s: (s.x0, s.y0)):
+        best, best_overlap = None, 0.0
+        for line in lines:
+            last = line[-1]
+            overlap = (min(shape.y1, last.y1) - max(shape.y0, last.y0)) / min(shape.h, last.h)
+            if overlap >= 0.5 and overlap > best_overlap:
+                best, best_overlap = line, overlap
+        if best is None:
+            lines.append([shape])
+        else:
+            best.append(shape)
+    return sorted(lines, key=lambda line: float(np.median([(s.y0 + s.y1) / 2 for s in line])))
+
+
+# --------------------------------------------------------------------------------------------------
+# Glyphs
+
+
+def _glyphs(
+    gray: np.ndarray,
+    ink: _Ink,
+    shape: _Shape,
+    line_height: float,
+    min_extent: float,
+    line: int,
+    stroke: float | None,
+) -> list[Glyph]:
+    """Cut a shape into digits (several when digits touch) and normalise each like MNIST.
+
+    What is left too small, or much wider than tall (a dash, a rule, a scribble with no place to
+    cut), is not a digit and gives nothing.
+    """
+    region = np.zeros((shape.h, shape.w), np.uint8)  # (h, w) mask pixels: this shape's ink only
+    cv2.drawContours(region, list(shape.contours), -1, 255, cv2.FILLED, offset=(-shape.x0, -shape.y0))
+    region &= ink.mask[shape.y0 : shape.y1, shape.x0 : shape.x1]
+    columns = _split_columns(region, line_height)
+    glyphs = []
+    for a, b in columns:
+        rows = np.flatnonzero(region[:, a:b].any(axis=1))
+        if rows.size == 0:
+            continue
+        piece = region[rows[0] : rows[-1] + 1, a:b]
+        h, w = piece.shape
+        if max(h, w) >= min_extent and w <= _DASH_ASPECT * h:
+            origin = (shape.x0 + a, shape.y0 + int(rows[0]))
+            glyphs.append(_glyph(gray, ink, piece, origin, len(columns) > 1, line, stroke))
+    return glyphs
+
+
+def _split_columns(region: np.ndarray, line_height: float) -> list[tuple[int, int]]:
+    """Column ranges of the digits in a shape: one, or several when it is far wider than a digit.
+
+    A digit is at most about 0.8 of its height wide, so a shape wider than 1.25 heights is touching
+    digits. Each cut goes through the column with the least ink near where an even split would put
+    it, provided that column is a narrow junction between fuller ones: a bar has none, and is not
+    cut.
+    """
+    h, w = region.shape
+    height = max(float(h), line_height)
+    if w <= 1.25 * height:
+        return [(0, w)]
+    n = max(2, round(w / (0.8 * height)))
+    profile = np.count_nonzero(region, axis=0).astype(np.float32)
+    profile = np.convolve(profile, np.ones(3, np.float32) / 3, mode="same")
+    cuts = [0]
+    for i in range(1, n):
+        expected = i * w / n
+        lo = max(cuts[-1] + 1, int(expected - 0.25 * w / n))
+        hi = min(w - 1, int(expected + 0.25 * w / n) + 1)
+        if lo < hi:
+            # Least ink wins; among equals, the column nearest the even split.
+            cost = profile[lo:hi] + 1e-3 * np.abs(np.arange(lo, hi) - expected)
+            cut = lo + int(np.argmin(cost))
+            left = float(profile[cuts[-1] : cut].max())
+            right = float(profile[cut : min(w, cut + w // n + 1)].max())
+            if profile[cut] <= _JUNCTION * min(left, right):
+                cuts.append(cut)
+    cuts.append(w)
+    return list(zip(cuts[:-1], cuts[1:], strict=True))
+
+
+def _glyph(
+    gray: np.ndarray,
+    ink: _Ink,
+    piece: np.ndarray,
+    origin: tuple[int, int],
+    cut: bool,
+    line: int,
+    stroke: float | None,
+) -> Glyph:
+    """Take one digit's pixels from the full-resolution picture and normalise them like MNIST.
+
+    ``piece`` is the digit's mask, in mask pixels from ``origin``. Its gray levels keep MNIST-like
+    soft edges; every pixel that is not this digit's ink (paper, noise, a neighbour) is set to zero.
+    """
+    f = ink.factor
+    H, W = gray.shape
+    x0, y0 = origin[0] * f, origin[1] * f
+    x1, y1 = min(W, x0 + piece.shape[1] * f), min(H, y0 + piece.shape[0] * f)
+    # The mask is coarse by one mask pixel, and soft edges reach below the threshold: look further.
+    m = f + max(1, round(max(x1 - x0, y1 - y0) / 40))
+    cx0, cy0, cx1, cy1 = max(0, x0 - m), max(0, y0 - m), min(W, x1 + m), min(H, y1 + m)
+
+    member = np.zeros((cy1 - cy0, cx1 - cx0), np.uint8)  # (rows, cols) of the crop
+    up = cv2.resize(piece, (piece.shape[1] * f, piece.shape[0] * f), interpolation=cv2.INTER_NEAREST)
+    up = up[: y1 - y0, : x1 - x0]
+    member[y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0] = up
+    member = cv2.dilate(member, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * m + 1, 2 * m + 1)))
+    if cut:  # a piece of touching digits must not take in its neighbour's stroke across the cut
+        member[:, : x0 - cx0] = 0
+        member[:, x1 - cx0 :] = 0
+
+    crop = gray[cy0:cy1, cx0:cx1]
+    if max(crop.shape) > _GLYPH_SIDE:  # the 20-pixel box needs no more; shrinking here saves time
+        q = _GLYPH_SIDE / max(crop.shape)
+        size = (max(1, round(crop.shape[1] * q)), max(1, round(crop.shape[0] * q)))
+        crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+        member = cv2.resize(member, size, interpolation=cv2.INTER_NEAREST)
+    pixel = ((cx1 - cx0) / crop.shape[1], (cy1 - cy0) / crop.shape[0])  # picture pixels per crop pixel
+    level = _level(crop, _lighting(ink.lighting, ink.cell, cx0, cy0, crop.shape, pixel), ink.dark)
+    inside = member > 0
+
+    # The ink proper, at full resolution (the mask's is coarse), gives the box.
+    ys, xs = np.nonzero((level > ink.threshold) & inside)
+    if ys.size == 0:  # too faint at full resolution: fall back on the mask
+        ys, xs = np.nonzero(inside)
+    top, bottom, left, right = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+
+    # Noise at full resolution is stronger than in the averaged mask: measure it on the paper around
+    # the digit, and zero everything at or below it, so the digit's box is not widened by noise.
+    paper = level[~inside][::3]  # a third is plenty for two medians
+    floor = ink.floor
+    if paper.size >= 16:
+        median = float(np.median(paper))
+        floor = median + 3.0 * 1.4826 * float(np.median(np.abs(paper - median)))
+    floor = min(floor, 0.5 * ink.threshold)
+    soft = np.clip((level - np.float32(floor)) / np.float32(1.0 - floor), 0.0, 1.0)
+    soft[~inside] = 0.0
+    # Soft edges reach a little beyond the thresholded ink, and no further.
+    r = max(1, round(max(bottom - top, right - left) / 40))
+    image = to_mnist(soft[max(0, top - r) : bottom + r, max(0, left - r) : right + r], stroke=stroke)
+
+    bx0, by0 = cx0 + int(left * pixel[0]), cy0 + int(top * pixel[1])
+    bx1, by1 = cx0 + math.ceil(right * pixel[0]), cy0 + math.ceil(bottom * pixel[1])
+    return Glyph(box=(bx0, by0, bx1 - bx0, by1 - by0), image=image, line=line)
