@@ -5,7 +5,7 @@ import torch
 
 import digits.train as train_mod
 from digits.checkpoint import CHECKPOINT_NAME, load_weights
-from digits.config import TrainConfig, get_preset, override
+from digits.config import PRESETS, TrainConfig, get_preset, override
 from digits.evaluate import evaluate, to_tensors
 from digits.models import create_model
 from digits.train import fit, lr_factor, split_train_val
@@ -171,3 +171,27 @@ def test_every_optimizer_trains(mnist, tmp_path, optimizer):
     )
     run = fit(cfg, tmp_path / optimizer, data=mnist, progress=False, log=lambda s: None)
     assert run.test.accuracy > 0.8, (optimizer, run.test.accuracy)
+
+
+def test_target_accuracy_can_stop_inside_an_epoch(mnist, tmp_path):
+    cfg = override(SMALL, train_limit=5000, epochs=1, batch_size=32, target_accuracy=0.8, eval_every=20)
+    run = fit(cfg, tmp_path / "t", data=mnist, progress=False, log=lambda s: None)
+    assert run.history[0]["images"] < 4000, run.history  # stopped well before the epoch's 4,000 images
+    assert run.history[0]["val_accuracy"] >= 0.8 and "target" in run.stopped_early
+
+
+def test_temperature_is_fitted_on_validation_and_saved(mnist, tmp_path):
+    run = fit(
+        override(SMALL, train_limit=3000, epochs=1), tmp_path / "c", data=mnist, progress=False, log=lambda s: None
+    )
+    _, meta = load_weights(run.dir)
+    assert meta["temperature"] == run.temperature == run.summary["temperature"]
+    assert 0.2 < run.temperature < 5 and run.temperature != 1.0
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_every_preset_trains_end_to_end_on_a_small_budget(mnist, tmp_path, preset):
+    cfg = override(get_preset(preset), train_limit=3000, epochs=1, batch_size=min(get_preset(preset).batch_size, 64))
+    run = fit(cfg, tmp_path / preset, data=mnist, progress=False, log=lambda s: None)
+    assert run.summary["preset"] is None and run.summary["model"] == cfg.model
+    assert run.test.accuracy > 0.7, (preset, run.test.accuracy)

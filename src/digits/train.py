@@ -37,7 +37,7 @@ from digits.checkpoint import (
 )
 from digits.config import TrainConfig
 from digits.data import MNIST, load_mnist
-from digits.evaluate import EvalResult, as_model_input, evaluate, to_tensors
+from digits.evaluate import EvalResult, as_model_input, evaluate, predict_logits, to_tensors
 from digits.models import count_parameters, create_model
 
 Log = Callable[[str], None]
@@ -54,6 +54,7 @@ class Run:
     test: EvalResult
     train_seconds: float
     stopped_early: str = ""
+    temperature: float = 1.0  # softmax temperature fitted on the validation split (1.0 without one)
     summary: dict[str, Any] = field(default_factory=dict)
 
 
@@ -122,8 +123,12 @@ def train_one_epoch(
     epoch: int,
     ema: nn.Module | None,
     progress: Callable[[int, float, float], None] | None = None,
-) -> tuple[float, float]:
-    """One pass over (x, y) in a seeded random order; returns (mean loss, accuracy) on the training batches."""
+    check: Callable[[], bool] | None = None,
+) -> tuple[float, float, int]:
+    """One pass over (x, y) in a seeded random order; returns (mean loss, accuracy, images seen).
+
+    ``check``, if given, is called every ``cfg.eval_every`` steps; when it returns True the epoch ends there.
+    """
     device = x.device
     generator = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
     torch.manual_seed(_epoch_seed(cfg.seed, epoch))  # dropout draws from the global generator
@@ -149,10 +154,12 @@ def train_one_epoch(
             _update_ema(ema, model, cfg.ema)
         loss_sum += loss.detach() * len(yb)
         correct += (logits.argmax(1) == yb).sum()
+        seen = min((i + 1) * bs, len(x))
         if progress is not None and (i % 50 == 49 or i == n_steps - 1):
-            seen = min((i + 1) * bs, len(x))
             progress(i + 1, loss_sum.item() / seen, correct.item() / seen)
-    return loss_sum.item() / len(x), correct.item() / len(x)
+        if check is not None and cfg.eval_every and (i + 1) % cfg.eval_every == 0 and i + 1 < n_steps and check():
+            break
+    return loss_sum.item() / seen, correct.item() / seen, seen
 
 
 @torch.no_grad()
@@ -317,13 +324,19 @@ def fit(
         f"validating on {len(val_x):,}, {cfg.epochs} epochs, batch {cfg.batch_size}, {device}"
     )
     bar = _Progress(progress, log)
+    eval_model = ema if ema is not None else model  # what validation (and the final choice) looks at
+
+    def reached_target() -> bool:  # inside an epoch, for --target-accuracy with --eval-every
+        acc = evaluate(eval_model, val_x, val_y, batch_size=cfg.eval_batch_size, device=device).accuracy
+        return acc >= cfg.target_accuracy
+
+    check = reached_target if cfg.target_accuracy and len(val_x) else None
     stopped = ""
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         update = bar.start(epoch + 1, cfg.epochs, steps_per_epoch, cfg.batch_size)
         lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc = train_one_epoch(model, optimizer, scheduler, x, y, cfg, epoch, ema, update)
-        eval_model = ema if ema is not None else model
+        train_loss, train_acc, seen = train_one_epoch(model, optimizer, scheduler, x, y, cfg, epoch, ema, update, check)
         val = evaluate(eval_model, val_x, val_y, batch_size=cfg.eval_batch_size, device=device) if len(val_x) else None
         seconds = time.perf_counter() - t0
         train_seconds += seconds
@@ -336,7 +349,8 @@ def fit(
             "val_loss": val.loss if val else None,
             "val_accuracy": val.accuracy if val else None,
             "seconds": seconds,
-            "images_per_s": len(x) / seconds,
+            "images": seen,
+            "images_per_s": seen / seconds,
         }
         history.append(row)
         bar.end(row)
@@ -351,7 +365,7 @@ def fit(
         if cfg.target_accuracy and val is not None and val.accuracy >= cfg.target_accuracy:
             stopped = (
                 f"validation accuracy {val.accuracy:.4f} reached the target {cfg.target_accuracy} "
-                f"after epoch {epoch + 1}, {train_seconds:.1f}s"
+                f"in epoch {epoch + 1} after {seen:,} images, {train_seconds:.1f}s of training"
             )
         elif cfg.patience and epoch + 1 - best["epoch"] >= cfg.patience:
             stopped = f"no better validation accuracy for {cfg.patience} epochs; stopped after epoch {epoch + 1}"
@@ -380,6 +394,7 @@ def fit(
     if cfg.select == "best" and best["state"] is not None:
         final.load_state_dict(best["state"])
         log(f"keeping the weights of epoch {best['epoch']} (best validation accuracy {best['accuracy']:.4f})")
+    temperature = _fit_temperature(final, val_x, val_y, cfg, device) if len(val_x) else 1.0
     test = evaluate(
         final, *to_tensors(data.test_images, data.test_labels), batch_size=cfg.eval_batch_size, device=device
     )
@@ -388,10 +403,20 @@ def fit(
         f"in {test.n:,}); training took {train_seconds:.1f}s"
     )
 
-    run = Run(out_dir, cfg, final.eval(), history, test, train_seconds, stopped)
+    run = Run(out_dir, cfg, final.eval(), history, test, train_seconds, stopped, temperature)
     _write_run(run, data, preset, best["epoch"] if cfg.select == "best" else len(history))
     ckpt_path.unlink(missing_ok=True)  # the run is complete: the weights and metadata are all that is needed
     return run
+
+
+def _fit_temperature(
+    model: nn.Module, val_x: torch.Tensor, val_y: torch.Tensor, cfg: TrainConfig, device: torch.device
+) -> float:
+    """Temperature scaling (Guo et al. 2017) on the validation split, so confidences mean what they say."""
+    from digits.calibrate import fit_temperature
+
+    logits = predict_logits(model, val_x, batch_size=cfg.eval_batch_size, device=device)
+    return fit_temperature(logits.numpy(), val_y.numpy())
 
 
 def _write_run(run: Run, data: MNIST, preset: str | None, chosen_epoch: int) -> None:
@@ -411,6 +436,7 @@ def _write_run(run: Run, data: MNIST, preset: str | None, chosen_epoch: int) -> 
         "chosen_epoch": chosen_epoch,
         "train_seconds": run.train_seconds,
         "stopped_early": run.stopped_early or None,
+        "temperature": run.temperature,
     }
     save_weights(
         run.model,
@@ -418,6 +444,7 @@ def _write_run(run: Run, data: MNIST, preset: str | None, chosen_epoch: int) -> 
         cfg.model,
         cfg.model_options,
         test_accuracy=run.test.accuracy,
+        temperature=run.temperature,
         data_sha256=data.sha256,
     )
     write_json(
