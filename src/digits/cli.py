@@ -227,6 +227,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from digits.checkpoint import load_weights
+    from digits.data import load_mnist
+    from digits.evaluate import evaluate, to_tensors
+
+    if len(args.models) < 2 and not args.tta:
+        raise CommandError("an ensemble needs at least two models (or one with --tta)")
+    log = (lambda s: print(s, file=sys.stderr)) if args.json else print
+    models = [load_weights(m)[0] for m in args.models]
+    data = load_mnist(args.data_dir, log=log)
+    images, labels = to_tensors(data.test_images, data.test_labels)
+    members = [evaluate(m, images, labels).accuracy for m in models]
+    result = evaluate(models, images, labels, tta=args.tta)
+    report = {"models": args.models, "tta": args.tta, "member_accuracies": members, "test_accuracy": result.accuracy,
+              "test_loss": result.loss, "errors": int((result.predictions != result.labels).sum())}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for path, acc in zip(args.models, members):
+        print(f"{acc:.4f}  {path}")
+    tta = " with test-time shifts" if args.tta else ""
+    print(f"ensemble of {len(models)}{tta}: test accuracy {result.accuracy:.4f} ({report['errors']} errors)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from digits import __version__
 
@@ -270,6 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true")
     data_args(e)
     e.set_defaults(func=cmd_evaluate)
+
+    en = sub.add_parser("ensemble", help="average several trained models (and one-pixel shifts) on the test set")
+    en.add_argument("models", nargs="+", help="run directories or .safetensors files")
+    en.add_argument("--tta", action="store_true", help="also average over one-pixel shifts of each image")
+    en.add_argument("--json", action="store_true")
+    data_args(en)
+    en.set_defaults(func=cmd_ensemble)
     return p
 
 

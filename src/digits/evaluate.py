@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,29 +98,67 @@ def predict_logits(
     return torch.cat(out) if out else torch.empty(0, NUM_CLASSES)
 
 
+# Test-time augmentation: the image itself and one-pixel shifts. Never flips: a flipped 2 is not a 2.
+TTA_SHIFTS: tuple[tuple[int, int], ...] = ((0, 0), (0, 1), (0, -1), (1, 0), (-1, 0))
+
+
+def shift_images(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Move (N, ..., H, W) images by (dy, dx) pixels, filling with background (0) instead of wrapping around."""
+    if dy == 0 and dx == 0:
+        return images
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)))
+    top, left = max(-dy, 0), max(-dx, 0)
+    return padded[..., top : top + h, left : left + w]
+
+
+def predict_probabilities(
+    models: nn.Module | Sequence[nn.Module],
+    images: torch.Tensor,
+    *,
+    tta: bool = False,
+    batch_size: int = 1000,
+    precision: str = "fp32",
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Softmax probabilities (N, 10), averaged over ``models`` (an ensemble) and, with ``tta``, over shifts."""
+    models = [models] if isinstance(models, nn.Module) else list(models)
+    views = TTA_SHIFTS if tta else ((0, 0),)
+    total = torch.zeros(len(images), NUM_CLASSES)
+    for model in models:
+        for dy, dx in views:
+            logits = predict_logits(
+                model, shift_images(images, dy, dx), batch_size=batch_size, precision=precision, device=device
+            )
+            total += logits.softmax(dim=1).cpu()
+    return total / (len(models) * len(views))
+
+
 def evaluate(
-    model: nn.Module,
+    model: nn.Module | Sequence[nn.Module],
     images: torch.Tensor,
     labels: torch.Tensor,
     *,
+    tta: bool = False,
     batch_size: int = 1000,
     precision: str = "fp32",
     device: torch.device | str | None = None,
 ) -> EvalResult:
-    """Accuracy and mean cross-entropy of ``model`` on (images, labels)."""
+    """Accuracy and mean cross-entropy of ``model`` (or an ensemble of models, optionally with TTA)."""
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
     if len(images) == 0:
         raise ValueError("nothing to evaluate: no images")
-    logits = predict_logits(model, images, batch_size=batch_size, precision=precision, device=device)
-    labels = labels.long().to(logits.device)
-    loss = F.cross_entropy(logits, labels).item()
-    probabilities = logits.softmax(dim=1)
+    probabilities = predict_probabilities(
+        model, images, tta=tta, batch_size=batch_size, precision=precision, device=device
+    )
+    labels = labels.long().cpu()
+    loss = F.nll_loss(probabilities.clamp_min(1e-12).log(), labels).item()
     predictions = probabilities.argmax(dim=1)
     return EvalResult(
         accuracy=(predictions == labels).float().mean().item(),
         loss=loss,
-        labels=labels.cpu().numpy(),
-        predictions=predictions.cpu().numpy(),
-        probabilities=probabilities.cpu().numpy().astype(np.float32),
+        labels=labels.numpy(),
+        predictions=predictions.numpy(),
+        probabilities=probabilities.numpy().astype(np.float32),
     )
