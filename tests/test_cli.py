@@ -126,3 +126,10 @@ def test_console_script_killed_mid_run_leaves_no_partial_file_and_resumes(tmp_pa
     history = json.loads((out_dir / "run.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     assert not (out_dir / "checkpoint.pt").exists()
+
+
+def test_help_and_parser_do_not_import_torch():
+    """`digits --help` and the image-reading commands must start fast and work without torch."""
+    code = "import sys, digits.cli; digits.cli.build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -18,15 +18,15 @@ factor above 1 enlarges it, a positive shear slants its top to the right.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import numbers
-import warnings
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from digits.config import AugmentConfig, format_augment, parse_augment
+
+__all__ = ["AugmentConfig", "augment", "format_augment", "parse_augment"]
 
 # Random erasing: the erased area is this fraction of the image, its aspect ratio (h / w) is drawn
 # log-uniformly in [ERASE_RATIO, 1 / ERASE_RATIO]. Values from Zhong et al. 2017, "Random Erasing Data
@@ -36,118 +36,6 @@ ERASE_RATIO = 0.3
 # Blur: the gaussian's sigma (pixels) is uniform in this range; on a 28x28 digit 0.5 softens the
 # strokes and 1.0 makes them look like a scanned pencil digit, still clearly readable.
 BLUR_SIGMA = (0.5, 1.0)
-
-_FLOAT_FIELDS = ("rotate", "scale", "shift", "shear", "elastic", "elastic_sigma", "erase", "noise", "blur")
-_BOOL_FIELDS = ("hflip", "vflip")
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Which augmentations ``augment`` applies and how strongly; all off by default."""
-
-    rotate: float = 0.0  # max degrees, uniform in [-rotate, rotate]
-    scale: float = 0.0  # zoom: factor uniform in [1 - scale, 1 + scale]
-    shift: float = 0.0  # max translation per axis, as a fraction of the image size
-    shear: float = 0.0  # max x-shear in degrees, uniform in [-shear, shear]
-    elastic: float = 0.0  # elastic distortion strength alpha in pixels; 0 = off (Simard et al. 2003: 34)
-    elastic_sigma: float = 4.0  # smoothness of the elastic displacement field in pixels (Simard: 4)
-    erase: float = 0.0  # probability of erasing one random rectangle per image (Zhong et al. 2017)
-    noise: float = 0.0  # std of additive gaussian noise, result clamped to [0, 1]
-    blur: float = 0.0  # probability of a gaussian blur per image, sigma uniform in BLUR_SIGMA
-    hflip: bool = False  # mirror left-right with probability 1/2: changes which digit an image shows
-    vflip: bool = False  # mirror top-bottom with probability 1/2: same caveat
-
-    def __post_init__(self) -> None:
-        for name in _FLOAT_FIELDS:
-            value = getattr(self, name)
-            # isfinite first: NaN compares False with everything and would slip through the range checks.
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-                raise ValueError(f"augment: {name} must be a finite number, got {value!r}")
-        for name in _BOOL_FIELDS:
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"augment: {name} must be True or False, got {getattr(self, name)!r}")
-        checks = [
-            (0.0 <= self.rotate <= 180.0, f"rotate must be in [0, 180] degrees, got {self.rotate}"),
-            (0.0 <= self.scale < 1.0, f"scale must be in [0, 1) (zoom factor 1 +- scale), got {self.scale}"),
-            (
-                0.0 <= self.shift <= 1.0,
-                f"shift must be in [0, 1] (a fraction of the image), got {self.shift}",
-            ),
-            (0.0 <= self.shear < 90.0, f"shear must be in [0, 90) degrees, got {self.shear}"),
-            (self.elastic >= 0.0, f"elastic must be >= 0 pixels, got {self.elastic}"),
-            (self.elastic_sigma > 0.0, f"elastic_sigma must be > 0 pixels, got {self.elastic_sigma}"),
-            (0.0 <= self.erase <= 1.0, f"erase is a probability and must be in [0, 1], got {self.erase}"),
-            (self.noise >= 0.0, f"noise must be >= 0, got {self.noise}"),
-            (0.0 <= self.blur <= 1.0, f"blur is a probability and must be in [0, 1], got {self.blur}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"augment: {message}")
-        if self.hflip or self.vflip:
-            warnings.warn(
-                "augment: hflip/vflip change which digit an image shows (a mirrored 2 is not a 2, a "
-                "flipped 6 looks like a 9); use them only if the labels are meant to survive a flip",
-                UserWarning,
-                stacklevel=3,  # point at the caller that built the config, not the dataclass __init__
-            )
-
-    @property
-    def geometric(self) -> bool:
-        """True when the batch must be resampled (any rotation, zoom, shift, shear, flip or elastic)."""
-        return bool(self.rotate or self.scale or self.shift or self.shear or self.elastic or self.hflip or self.vflip)
-
-    @property
-    def enabled(self) -> bool:
-        """True when ``augment`` changes anything at all."""
-        return self.geometric or bool(self.erase or self.noise or self.blur)
-
-
-def parse_augment(spec: str) -> AugmentConfig:
-    """An ``AugmentConfig`` from a command-line spec such as ``"rotate=10,scale=0.1,shift=0.1"``.
-
-    ``"none"`` (or an empty string) turns everything off. Booleans take true/false, yes/no, on/off, 1/0.
-    Unknown keys, repeated keys and unparsable values raise ValueError naming the valid keys.
-    """
-    valid = ", ".join(_FLOAT_FIELDS + _BOOL_FIELDS)
-    text = spec.strip()
-    if text.lower() in ("", "none"):
-        return AugmentConfig()
-    values: dict[str, float | bool] = {}
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue  # tolerate "rotate=10," and "a=1,,b=2"
-        key, sep, raw = (part.strip() for part in item.partition("="))
-        if not sep:
-            raise ValueError(f"augment: expected key=value, got {item!r}; valid keys: {valid}")
-        if key in values:
-            raise ValueError(f"augment: {key!r} given twice in {spec!r}")
-        if key in _FLOAT_FIELDS:
-            try:
-                values[key] = float(raw)
-            except ValueError:
-                raise ValueError(f"augment: {key} must be a number, got {raw!r}") from None
-        elif key in _BOOL_FIELDS:
-            if raw.lower() not in _TRUE + _FALSE:
-                raise ValueError(f"augment: {key} must be true or false, got {raw!r}")
-            values[key] = raw.lower() in _TRUE
-        else:
-            raise ValueError(f"augment: unknown key {key!r}; valid keys: {valid}")
-    return AugmentConfig(**values)  # type: ignore[arg-type]  # keys and value types checked above
-
-
-def format_augment(cfg: AugmentConfig) -> str:
-    """The spec ``parse_augment`` reads back into ``cfg``: the non-default fields, or ``"none"``."""
-    default = AugmentConfig()
-    items = []
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if value != getattr(default, f.name):
-            # repr of a float is the shortest string that reads back to the same float.
-            items.append(f"{f.name}={str(value).lower() if isinstance(value, bool) else repr(float(value))}")
-    return ",".join(items) if items else "none"
 
 
 def augment(x: Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> Tensor:
