@@ -88,16 +88,24 @@ def mlp(activation: str = "relu", hidden: int = 256, dropout: float = 0.2, batch
 
 @register_model
 def fastnet(activation: str = "relu", widths: tuple[int, int, int] = (16, 32, 64), dropout: float = 0.0) -> nn.Module:
-    """Three 3x3 conv-BN-pool blocks and a linear layer: 99% in one epoch, built for speed; 29,178 params."""
+    """Three 3x3 conv-pool-BN blocks and a linear layer: 99% in one epoch, built for speed; 29,178 params."""
     check_rate("dropout", dropout)
     c1, c2, c3 = widths
+
+    def block(cin: int, cout: int) -> list[nn.Module]:
+        # Pool before batchnorm and activation (as airbench does): BN and ReLU then run on a quarter of
+        # the pixels, which made a training step ~40% faster here; max-pool commutes with the ReLU.
+        return [
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.MaxPool2d(2),
+            nn.BatchNorm2d(cout),
+            make_act(activation),
+        ]
+
     return nn.Sequential(
-        *_conv_block(1, c1, 3, activation, True, pad=1),  # (B, 16, 28, 28)
-        nn.MaxPool2d(2),  # (B, 16, 14, 14)
-        *_conv_block(c1, c2, 3, activation, True, pad=1),  # (B, 32, 14, 14)
-        nn.MaxPool2d(2),  # (B, 32, 7, 7)
-        *_conv_block(c2, c3, 3, activation, True, pad=1),  # (B, 64, 7, 7)
-        nn.MaxPool2d(2),  # (B, 64, 3, 3)
+        *block(1, c1),  # (B, 16, 14, 14)
+        *block(c1, c2),  # (B, 32, 7, 7)
+        *block(c2, c3),  # (B, 64, 3, 3)
         nn.Flatten(),
         nn.Dropout(dropout),
         nn.Linear(c3 * 9, 10),
