@@ -25,34 +25,11 @@ from common import mean_std, print_table, summarize, train_once, write_json
 HERE = Path(__file__).resolve().parent
 
 
-def keras_runs(python: str, seeds: list[int]) -> list[dict]:
-    from digits.data import load_mnist
-
-    data = load_mnist(log=lambda s: None)
-    runs = []
-    with tempfile.TemporaryDirectory() as tmp:
-        npz = Path(tmp) / "mnist.npz"
-        np.savez(
-            npz,
-            train_images=data.train_images,
-            train_labels=data.train_labels,
-            test_images=data.test_images,
-            test_labels=data.test_labels,
-        )
-        for seed in seeds:
-            out = subprocess.run(
-                [python, str(HERE / "keras_seed.py"), str(npz), str(seed)],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            run = json.loads(out.stdout.strip().splitlines()[-1])
-            runs.append({**run, "seed": seed})
-            print(
-                f"keras seed {seed}: {run['test_accuracy']:.4f} in {run['train_seconds']:.1f}s",
-                file=sys.stderr,
-            )
-    return runs
+def keras_run(python: str, npz: Path, seed: int) -> dict:
+    out = subprocess.run([python, str(HERE / "keras_seed.py"), str(npz), str(seed)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"the Keras reference failed:\n{out.stderr[-3000:]}")
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "seed": seed}
 
 
 def main() -> None:
@@ -62,13 +39,29 @@ def main() -> None:
     p.add_argument("--json", default="benchmarks/results/seed_parity.json")
     args = p.parse_args()
     seeds = list(range(args.seeds))
-    runs = []
-    for seed in seeds:
-        run = train_once("seed", seed)
-        runs.append(run)
-        print(f"digits seed {seed}: {run['test_accuracy']:.4f} in {run['train_seconds']:.1f}s", file=sys.stderr)
+    runs, keras = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        npz = Path(tmp) / "mnist.npz"
+        if args.keras_python:  # the same verified bytes digits trains on
+            from digits.data import load_mnist
+
+            data = load_mnist(log=lambda s: None)
+            np.savez(
+                npz,
+                train_images=data.train_images,
+                train_labels=data.train_labels,
+                test_images=data.test_images,
+                test_labels=data.test_labels,
+            )
+        for seed in seeds:  # interleaved, so a slow spell on a shared machine hits both sides alike
+            run = train_once("seed", seed)
+            runs.append(run)
+            print(f"digits seed {seed}: {run['test_accuracy']:.4f} in {run['train_seconds']:.1f}s", file=sys.stderr)
+            if args.keras_python:
+                k = keras_run(args.keras_python, npz, seed)
+                keras.append(k)
+                print(f"keras  seed {seed}: {k['test_accuracy']:.4f} in {k['train_seconds']:.1f}s", file=sys.stderr)
     rows = [summarize("seed (digits, torch)", runs, 48_000)]
-    keras = keras_runs(args.keras_python, seeds) if args.keras_python else []
     if keras:
         m, s = mean_std([r["test_accuracy"] for r in keras])
         secs = [r["train_seconds"] for r in keras]
