@@ -1,0 +1,32 @@
+"""The model shipped inside the package: what its metadata claims must be true."""
+
+import json
+from importlib import resources
+
+import pytest
+
+from digits.checkpoint import load_weights
+from digits.config import TrainConfig
+from digits.data import FILES
+from digits.evaluate import evaluate, to_tensors
+
+WEIGHTS = resources.files("digits") / "weights"
+
+
+def test_shipped_model_is_small_and_documented():
+    path = WEIGHTS / "default.safetensors"
+    assert path.is_file()
+    assert path.stat().st_size <= 2 * 1024 * 1024
+    meta = json.loads((WEIGHTS / "default.json").read_text())
+    assert meta["data_sha256"] == FILES
+    assert meta["trained_with"].startswith("digits train --preset ")
+    cfg = TrainConfig.from_dict(meta["config"])
+    assert cfg.augment.enabled, "the shipped model must be trained with augmentation"
+    assert meta["test_accuracy"] >= 0.995
+
+
+def test_shipped_model_scores_what_its_metadata_says(mnist):
+    model, meta = load_weights(WEIGHTS / "default.safetensors")
+    result = evaluate(model, *to_tensors(mnist.test_images, mnist.test_labels))
+    assert result.accuracy == pytest.approx(meta["test_accuracy"], abs=2e-4)
+    assert result.accuracy >= 0.995
