@@ -114,9 +114,7 @@ def test_tampered_file_in_from_dir_is_rejected(
         assert sha256(path.read_bytes()) == FILES[path.name]
 
 
-def test_truncated_gz_in_from_dir_is_rejected(
-    mnist_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_truncated_gz_in_from_dir_is_rejected(mnist_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src, cache = tmp_path / "src", tmp_path / "cache"
     src.mkdir()
     gz = gzip.compress((mnist_dir / "t10k-labels-idx1-ubyte").read_bytes())
@@ -220,8 +218,7 @@ def test_pickled_splits_give_back_the_bytes() -> None:
     split_images = [rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8) for n in (5, 3, 4)]
     split_labels = [rng.integers(0, 10, size=n).astype(np.int64) for n in (5, 3, 4)]
     splits = tuple(
-        (x.reshape(len(x), 784).astype(np.float32) / 256, y)
-        for x, y in zip(split_images, split_labels, strict=True)
+        (x.reshape(len(x), 784).astype(np.float32) / 256, y) for x, y in zip(split_images, split_labels, strict=True)
     )
     # Protocol 4: the same numpy globals as the real (Python 2, protocol 2) pickle, with bytes stored
     # natively (protocol 2 from Python 3 would route them through _codecs.encode, which is refused).
@@ -316,9 +313,7 @@ def test_real_mnist(mnist: MNIST, mnist_dir: Path) -> None:
     assert {p.name: sha256(p.read_bytes()) for p in mnist_dir.iterdir()} == FILES
 
 
-def test_cached_load_touches_no_source(
-    mnist: MNIST, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cached_load_touches_no_source(mnist: MNIST, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_fetching(from_dir: object) -> list[Source]:
         raise AssertionError("a verified cache must not be fetched again")
 

@@ -18,15 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from digits.errors import ModelFileError
 from digits.models import create_model
 
 WEIGHTS_NAME = "model.safetensors"
 META_NAME = "run.json"
 CHECKPOINT_NAME = "checkpoint.pt"
-
-
-class ModelFileError(ValueError):
-    """A model file that cannot be used; the message says which and why."""
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:

@@ -240,8 +240,14 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     images, labels = to_tensors(data.test_images, data.test_labels)
     members = [evaluate(m, images, labels).accuracy for m in models]
     result = evaluate(models, images, labels, tta=args.tta)
-    report = {"models": args.models, "tta": args.tta, "member_accuracies": members, "test_accuracy": result.accuracy,
-              "test_loss": result.loss, "errors": int((result.predictions != result.labels).sum())}
+    report = {
+        "models": args.models,
+        "tta": args.tta,
+        "member_accuracies": members,
+        "test_accuracy": result.accuracy,
+        "test_loss": result.loss,
+        "errors": int((result.predictions != result.labels).sum()),
+    }
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -249,6 +255,122 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         print(f"{acc:.4f}  {path}")
     tta = " with test-time shifts" if args.tta else ""
     print(f"ensemble of {len(models)}{tta}: test accuracy {result.accuracy:.4f} ({report['errors']} errors)")
+    return 0
+
+
+# --- reading images: no torch on the onnxruntime path (recognize is imported inside the commands) ----------------
+def _load_recognizer(args: argparse.Namespace) -> Any:
+    from digits.recognize import DEFAULT_THRESHOLD, Recognizer
+
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    return Recognizer.load(args.model, backend=args.backend, threshold=threshold)
+
+
+def _save_debug(directory: str, index: int, source: str, predictions: list[Any]) -> None:
+    """Write what the model saw for one input into DIR/<index>_<name>/ (see preprocess.save_debug)."""
+    from digits.preprocess import Glyph, ImageError, load_image, save_debug
+
+    glyphs = [Glyph(box=p.box, image=p.image28, line=p.line) for p in predictions if p.image28 is not None]
+    try:
+        gray = load_image(source)
+    except ImageError:  # it was read a moment ago; if it changed since, the 28x28 images still help
+        gray = None
+    save_debug(glyphs, Path(directory) / f"{index:03d}_{Path(source).stem}", gray=gray)
+
+
+def _describe(p: Any) -> str:
+    """'7 (0.99)', '7? (0.55, uncertain: low confidence)' or 'no digit found'."""
+    if p.digit is None:
+        return str(p.reason)
+    doubt = f", uncertain: {p.reason}" if p.uncertain else ""
+    return f"{p.digit}{'?' if p.uncertain else ''} ({p.confidence:.2f}{doubt})"
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    results = _load_recognizer(args).predict_batch(args.images)
+    for i, r in enumerate(results):
+        if args.debug_dir and r.ok and r.result.digit is not None:
+            _save_debug(args.debug_dir, i, r.file, [r.result])
+    if args.json:
+        print(json.dumps([r.to_dict(top_k=args.top_k) for r in results], indent=2))
+    for r in results:
+        if not r.ok:
+            print(f"{r.file}: error: {r.error}", file=sys.stderr)
+        elif not args.json:
+            top = ""
+            if args.top_k and r.result.digit is not None:
+                top = "  top: " + ", ".join(f"{d} {p:.2f}" for d, p in r.result.top(args.top_k))
+            print(f"{r.file}: {_describe(r.result)}{top}")
+    return EXIT_FAILURE if any(not r.ok for r in results) else 0
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    results = _load_recognizer(args).read_batch(args.images)
+    for i, r in enumerate(results):
+        if args.debug_dir and r.ok:
+            _save_debug(args.debug_dir, i, r.file, list(r.result.digits))
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    for r in results:
+        if not r.ok:
+            print(f"{r.file}: error: {r.error}", file=sys.stderr)
+        elif not args.json:
+            print(f"{r.file}: {r.result.text.replace(chr(10), ' / ') if r.result.digits else '(no digits found)'}")
+            if args.verbose:
+                for d in r.result.digits:
+                    x, y, w, h = d.box
+                    print(f"  {_describe(d)} at x={x} y={y} w={w} h={h}, line {d.line}")
+    return EXIT_FAILURE if any(not r.ok for r in results) else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import tempfile
+
+    import numpy as np
+
+    from digits.export import CALIBRATION_IMAGES, check_parity, export_onnx, onnx_logits, read_metadata
+
+    src = Path(args.model)
+    if args.out:
+        out = Path(args.out)
+    elif src.is_dir():
+        out = src / ("model.int8.onnx" if args.int8 else "model.onnx")
+    else:
+        raise CommandError("give the output file with -o FILE when exporting a .safetensors file")
+    log = (lambda s: print(s, file=sys.stderr)) if args.json else print
+    report: dict[str, Any] = {"source": str(src), "file": str(out), "format": args.format, "int8": args.int8}
+    if args.int8:
+        from digits.data import load_mnist
+
+        data = load_mnist(args.data_dir, log=log)
+        labels = data.test_labels.astype(np.int64)
+        # Activation ranges come from the first training images: real digits, never test digits.
+        calibration = data.train_images[: args.calibration_images or CALIBRATION_IMAGES]
+        export_onnx(src, out, int8=True, calibration_images=calibration)
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32 = export_onnx(src, Path(tmp) / "fp32.onnx")
+            accuracy_fp32 = float((onnx_logits(fp32, data.test_images).argmax(1) == labels).mean())
+        accuracy_int8 = float((onnx_logits(out, data.test_images).argmax(1) == labels).mean())
+        lost = 100 * (accuracy_fp32 - accuracy_int8)
+        report.update(
+            calibration_images=len(calibration),
+            test_accuracy_fp32=accuracy_fp32,
+            test_accuracy_int8=accuracy_int8,
+            accuracy_lost_pp=lost,
+        )
+        log(f"int8 test accuracy {accuracy_int8:.4f}, fp32 {accuracy_fp32:.4f}: {lost:.2f} pp lost")
+    else:
+        export_onnx(src, out)
+        # Fixed random images need no data and exercise every pixel value.
+        images = np.random.default_rng(0).integers(0, 256, (64, 28, 28), dtype=np.uint8)
+        report["max_abs_diff"] = check_parity(src, out, images, atol=args.atol)
+        log(f"ONNX logits equal torch's within {report['max_abs_diff']:.1e} (allowed {args.atol:g})")
+    report["metadata"] = read_metadata(out)
+    report["bytes"] = out.stat().st_size
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"wrote {out} ({report['bytes'] / 1024:.0f} KiB), checked with onnx.checker")
     return 0
 
 
@@ -302,6 +424,66 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--json", action="store_true")
     data_args(en)
     en.set_defaults(func=cmd_ensemble)
+
+    def reading_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG, BMP, GIF, TIFF or WebP files")
+        sp.add_argument("--model", help="a run directory, .safetensors or .onnx file (default: the shipped model)")
+        sp.add_argument(
+            "--backend",
+            choices=["auto", "onnx", "torch"],
+            default="auto",
+            help="onnxruntime (needs an .onnx file) or torch (a .safetensors file); auto prefers onnxruntime",
+        )
+        sp.add_argument(
+            "--threshold",
+            type=float,
+            metavar="P",
+            help="calibrated confidence below which a digit is reported as uncertain (default: 0.7)",
+        )
+        sp.add_argument(
+            "--json",
+            action="store_true",
+            help="print one JSON list with an object per image; an image that failed has an 'error' entry",
+        )
+        sp.add_argument("--debug-dir", metavar="DIR", help="save the 28x28 images the model saw, and boxes.png")
+
+    pr = sub.add_parser(
+        "predict",
+        help="the one digit in each image, with calibrated confidence",
+        description="The one digit in each image. A digit below the confidence threshold, or unlike a "
+        "handwritten digit, is marked uncertain; an image without ink gives no digit. Exits with 1 if "
+        "any image could not be read (the others are still read).",
+    )
+    reading_args(pr)
+    pr.add_argument("--top-k", type=int, metavar="K", help="also list the K most probable digits")
+    pr.set_defaults(func=cmd_predict)
+
+    rd = sub.add_parser(
+        "read",
+        help="read the numbers in each image (e.g. 2026)",
+        description="All the digits in each image, top line first, left to right. In the text an "
+        "uncertain digit is written '?', and lines are joined by a newline (' / ' without --json). "
+        "Exits with 1 if any image could not be read (the others are still read).",
+    )
+    reading_args(rd)
+    rd.add_argument("-v", "--verbose", action="store_true", help="also print each digit's confidence and box")
+    rd.set_defaults(func=cmd_read)
+
+    ex = sub.add_parser("export", help="export a trained model to ONNX (optionally int8) for onnxruntime")
+    ex.add_argument("model", help="a run directory or a .safetensors file")
+    ex.add_argument("--format", choices=["onnx"], default="onnx")
+    ex.add_argument("-o", "--out", metavar="FILE", help="output file (default: RUN/model.onnx, or model.int8.onnx)")
+    ex.add_argument(
+        "--int8",
+        action="store_true",
+        help="quantize weights and activations to 8 bits, calibrated on MNIST training images; "
+        "reports the test accuracy before and after",
+    )
+    ex.add_argument("--calibration-images", type=int, metavar="N", help="training images for int8 (default 1000)")
+    ex.add_argument("--atol", type=float, default=1e-4, help="largest logit difference allowed from torch")
+    ex.add_argument("--json", action="store_true")
+    data_args(ex)
+    ex.set_defaults(func=cmd_export)
     return p
 
 

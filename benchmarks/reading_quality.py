@@ -1,0 +1,150 @@
+"""How well the shipped model reads, and how well it knows when not to: figures for the README.
+
+On MNIST *test* digits (through the whole reading path: preprocess, model, calibration, shape check):
+
+* as given (28x28 arrays) and photographed on paper (tests/images.py: uneven light, noise, thin and
+  thick pens, RGBA drawings): accuracy, how often a right answer is marked uncertain (false doubt),
+  how often a wrong one is (caught), and how often a wrong one is confident;
+
+and on things that are not digits: letters and symbols (OpenCV fonts and pen strokes), scribbles and
+noise: how many are marked uncertain or give no digit at all.
+
+    python benchmarks/reading_quality.py [--model M] [--n 2000] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from digits.data import load_mnist
+from digits.recognize import Recognizer
+
+
+def _images_module():  # the synthetic pictures live with the tests, which reuse them
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import images
+
+    return images
+
+
+def not_digits(images) -> dict[str, np.ndarray]:  # noqa: ANN001 (the tests' images module)
+    """Pictures with no digit in them: letters, symbols, scribbles and noise."""
+    out: dict[str, np.ndarray] = {}
+
+    def on_paper(name: str, ink28: np.ndarray) -> None:
+        out[name] = images.paper([ink28], size=(500, 400), origin=(150, 100), height=180, seed=len(out)).image
+
+    for font, tag in ((cv2.FONT_HERSHEY_SIMPLEX, ""), (cv2.FONT_HERSHEY_DUPLEX, "bold ")):
+        for ch in "AEFHKMNRWXY#&*+":
+            canvas = np.zeros((260, 300), np.uint8)
+            cv2.putText(canvas, ch, (40, 200), font, 5.0, 255, 14 if not tag else 18, cv2.LINE_AA)
+            on_paper(f"{tag}{ch}", images.mnist_like(canvas))
+    t = np.linspace(0, 6 * np.pi, 300)
+    pen = {
+        "pen W": [[(10, 20), (50, 180), (100, 60), (150, 180), (190, 20)]],
+        "pen M": [[(15, 180), (30, 20), (100, 140), (170, 20), (185, 180)]],
+        "pen A": [[(20, 185), (100, 15), (180, 185)], [(55, 115), (145, 115)]],
+        "pen H": [[(30, 15), (30, 185)], [(170, 15), (170, 185)], [(30, 100), (170, 100)]],
+        "pen N": [[(30, 185), (30, 15), (170, 185), (170, 15)]],
+        "pen K": [[(40, 15), (40, 185)], [(160, 15), (40, 110), (165, 185)]],
+        "spiral": [[(int(100 + 85 * a / t[-1] * np.cos(a)), int(100 + 85 * a / t[-1] * np.sin(a))) for a in t]],
+        "star": [[(100, 10), (155, 185), (10, 70), (190, 70), (45, 185), (100, 10)]],
+        "hash": [[(20, 65), (180, 65)], [(20, 135), (180, 135)], [(65, 15), (65, 185)], [(135, 15), (135, 185)]],
+        "zigzag": [[(10, 40), (45, 170), (80, 40), (115, 170), (150, 40), (190, 170)]],
+        "square": [[(20, 20), (180, 20), (180, 180), (20, 180), (20, 20)]],
+        "triangle": [[(100, 10), (190, 180), (10, 180), (100, 10)]],
+    }
+    for name, strokes in pen.items():
+        for thickness in (8, 14):
+            on_paper(f"{name} ({thickness}px pen)", images.stroke_digit(strokes, thickness=thickness))
+    rng = np.random.default_rng(0)
+    out["uniform noise"] = rng.integers(0, 256, (400, 400), dtype=np.uint8)
+    out["gaussian noise"] = np.clip(rng.normal(128, 40, (400, 400)), 0, 255).astype(np.uint8)
+    out["pepper 5%"] = np.where(rng.random((400, 400)) < 0.05, 0, 255).astype(np.uint8)
+    out["blank paper"] = np.full((400, 400), 235, np.uint8)
+    return out
+
+
+def summary(predictions: list, labels: np.ndarray) -> dict[str, float]:
+    digit = np.array([-1 if p.digit is None else p.digit for p in predictions])
+    uncertain = np.array([p.uncertain for p in predictions])
+    right = digit == labels
+    return {
+        "n": len(labels),
+        "accuracy": float(right.mean()),
+        "right_but_uncertain": float((right & uncertain).mean()),
+        "wrong_and_caught": float(uncertain[~right].mean()) if (~right).any() else float("nan"),
+        "wrong_and_confident": float((~right & ~uncertain).mean()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, help="run directory, .safetensors or .onnx (default: the shipped model)")
+    parser.add_argument("--data-dir", help="where MNIST is cached")
+    parser.add_argument("--n", type=int, default=2000, help="MNIST test digits per condition")
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/reading_quality.json"))
+    args = parser.parse_args()
+
+    images = _images_module()
+    recognizer = Recognizer.load(args.model)
+    mnist = load_mnist(args.data_dir)
+    index = np.random.default_rng(0).choice(len(mnist.test_images), args.n, replace=False)
+    digits, labels = mnist.test_images[index], mnist.test_labels[index].astype(int)
+
+    def photographed(pen: int) -> list:
+        out = []
+        for i, d in enumerate(digits):
+            scene = images.paper([d], size=(400, 400), origin=(100, 100), height=150, stroke=pen, noise=0.03, seed=i)
+            out.append(recognizer.predict(scene.image))
+        return out
+
+    conditions = {
+        "MNIST test digits as 28x28 arrays": lambda: [recognizer.predict(d) for d in digits],
+        "photographed on paper": lambda: photographed(0),
+        "photographed, thin pen (-2 px)": lambda: photographed(-2),
+        "photographed, thick pen (+6 px)": lambda: photographed(6),
+        "RGBA canvas drawings": lambda: [recognizer.predict(images.rgba_drawing(d)) for d in digits],
+    }
+    rows = []
+    print(
+        f"{'MNIST test digits':36s} {'n':>5s} {'accuracy':>9s} {'right, doubted':>15s} "
+        f"{'wrong, caught':>14s} {'wrong, confident':>17s}"
+    )
+    for name, run in conditions.items():
+        row = {"condition": name, **summary(run(), labels)}
+        rows.append(row)
+        print(
+            f"{name:36s} {row['n']:5d} {row['accuracy']:9.2%} {row['right_but_uncertain']:15.2%} "
+            f"{row['wrong_and_caught']:14.1%} {row['wrong_and_confident']:17.2%}"
+        )
+
+    others = []
+    for name, picture in not_digits(images).items():
+        p = recognizer.predict(picture)
+        confident = p.digit is not None and not p.uncertain
+        others.append({"picture": name, "digit": p.digit, "confidence": p.confidence, "confident": confident})
+    caught = [o for o in others if not o["confident"]]
+    missed = [f"{o['picture']} -> {o['digit']} ({o['confidence']:.2f})" for o in others if o["confident"]]
+    print(f"not digits: {len(caught)} of {len(others)} uncertain or empty; confident: {', '.join(missed) or 'none'}")
+
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "model": recognizer.info,
+        "mnist_test_digits": rows,
+        "not_digits": others,
+    }
+    args.json.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

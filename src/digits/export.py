@@ -1,0 +1,207 @@
+"""ONNX export: one file with a dynamic batch dimension, checked, compared with torch, optionally int8.
+
+The exported graph maps ``images`` (B, 1, 28, 28) float32 in [0, 1] (see :mod:`digits.pixels`) to
+``logits`` (B, 10); the Recognizer applies the calibration temperature and the softmax. What the
+Recognizer needs to know about the model travels in the file's metadata_props: the model name and
+options, the temperature, the test accuracy, the data checksums, and whether it is int8.
+
+Like timm's ``onnx_export``: export, ``onnx.checker``, then the same inputs through torch and
+onnxruntime must give the same outputs. Exporting needs torch, onnx and onnxscript; reading the
+result needs only onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from digits.checkpoint import atomic_write, load_weights
+from digits.pixels import IMAGE_SIZE
+from digits.preprocess import to_model_input
+from digits.recognize import ONNX_INPUT, ONNX_OUTPUT
+
+# The graph's input and output names are the Recognizer's, which reads the file without torch.
+INPUT_NAME = ONNX_INPUT
+OUTPUT_NAME = ONNX_OUTPUT
+# Opset 18 is the newest the dynamo exporter writes natively and onnxruntime's quantizer knows.
+OPSET = 18
+# How many training images calibrate the int8 activation ranges: the quantizer's min/max settle
+# well before this, and each costs one forward pass.
+CALIBRATION_IMAGES = 1000
+
+
+def export_onnx(
+    model_or_run: nn.Module | str | Path,
+    path: str | Path,
+    *,
+    int8: bool = False,
+    calibration_images: np.ndarray | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model_or_run`` as a single ONNX file at ``path`` and return the path.
+
+    ``model_or_run`` is a network, a run directory or a ``.safetensors`` file; for a file, its
+    metadata (model name, options, temperature, test accuracy, data checksums) is carried over, and
+    ``meta`` adds to or replaces it. With ``int8``, the weights and activations are quantized to
+    8 bits by onnxruntime's static quantization, its activation ranges measured on
+    ``calibration_images``: (N, 28, 28) uint8 MNIST *training* images (N of a few hundred or more).
+    """
+    model, file_meta = _resolve(model_or_run)
+    meta = {**file_meta, **(meta or {})}
+    if int8 and (calibration_images is None or len(calibration_images) == 0):
+        raise ValueError("int8 export needs calibration_images: a few hundred MNIST training images, (N, 28, 28) uint8")
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="digits-export-") as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        _export_fp32(model, fp32)
+        if int8:
+            assert calibration_images is not None
+            final = Path(tmp) / "int8.onnx"
+            _quantize(fp32, final, calibration_images, Path(tmp))
+        else:
+            final = fp32
+        _finish(final, path, {**meta, "int8": int8})
+    return path
+
+
+def _resolve(model_or_run: nn.Module | str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    if isinstance(model_or_run, nn.Module):
+        return model_or_run, {}
+    return load_weights(model_or_run)
+
+
+def _export_fp32(model: nn.Module, path: Path) -> None:
+    """Trace the network in eval mode with a dynamic batch dimension, as one self-contained file."""
+    was_training = model.training
+    model = model.eval().to("cpu", memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    example = torch.zeros(2, 1, IMAGE_SIZE, IMAGE_SIZE)  # 2, not 1: a batch of 1 may be specialised away
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: batch},),
+            opset_version=OPSET,
+            dynamo=True,
+            verbose=False,  # the exporter otherwise prints its progress to stdout
+            external_data=False,  # one file: weights inside the graph, not beside it
+        )
+    finally:
+        model.train(was_training)
+
+
+class _Calibration:
+    """Feeds the quantizer one batch of real digits at a time (an onnxruntime CalibrationDataReader)."""
+
+    def __init__(self, images: np.ndarray, batch_size: int = 100) -> None:
+        x = to_model_input(np.asarray(images, dtype=np.uint8))  # (N, 1, 28, 28) float32
+        self._batches: Iterator[np.ndarray] = iter([x[i : i + batch_size] for i in range(0, len(x), batch_size)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT_NAME: batch}
+
+
+def _quantize(fp32: Path, out: Path, images: np.ndarray, tmp: Path) -> None:
+    """Static int8 quantization: per-channel int8 weights, uint8 activations with calibrated ranges.
+
+    quant_pre_process runs shape inference and folds batchnorm into the convolutions first, as
+    onnxruntime's quantization guide recommends: a folded conv quantizes as one operator.
+    """
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(_Calibration, CalibrationDataReader):
+        pass
+
+    import onnx
+
+    prepared = tmp / "prepared.onnx"
+    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+    # A batchnorm left unfolded (fastnet pools between conv and BN) stays in float: its 1-D weights
+    # have no channel axis to quantize along, and it costs little.
+    ops = sorted({node.op_type for node in onnx.load(str(prepared)).graph.node} - {"BatchNormalization"})
+    quantize_static(
+        str(prepared),
+        str(out),
+        Reader(images),
+        # QDQ keeps the float graph readable with quantize/dequantize pairs around each operator;
+        # onnxruntime's CPU provider fuses each pair into its integer kernel (QLinearConv, ...).
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=ops,
+    )
+
+
+def _finish(source: Path, path: Path, meta: dict[str, Any]) -> None:
+    """Add the metadata, check the model, and move it into place atomically."""
+    import onnx
+
+    proto = onnx.load(str(source))
+    del proto.metadata_props[:]
+    for key, value in sorted(meta.items()):
+        entry = proto.metadata_props.add()
+        entry.key = key
+        entry.value = value if isinstance(value, str) else json.dumps(value)
+    proto.doc_string = "digits: (B, 1, 28, 28) float32 in [0, 1], light ink on black -> (B, 10) logits"
+    onnx.checker.check_model(proto, full_check=True)
+    atomic_write(path, lambda tmp: onnx.save(proto, str(tmp)))
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata_props of an exported file, JSON values decoded (the model name stays a string)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    out: dict[str, Any] = {}
+    for entry in proto.metadata_props:
+        try:
+            out[entry.key] = json.loads(entry.value)
+        except json.JSONDecodeError:
+            out[entry.key] = entry.value
+    return out
+
+
+def onnx_logits(path: str | Path, images: np.ndarray, *, batch_size: int = 1000) -> np.ndarray:
+    """(N, 10) float32 logits of an exported model on (N, 28, 28) uint8 images, with onnxruntime."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = to_model_input(np.asarray(images, dtype=np.uint8))
+    out = [session.run([OUTPUT_NAME], {INPUT_NAME: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
+
+
+def check_parity(
+    model_or_run: nn.Module | str | Path, path: str | Path, images: np.ndarray, *, atol: float = 1e-4
+) -> float:
+    """Largest absolute logit difference between torch and the ONNX file on ``images``.
+
+    ``images``: (N, 28, 28) uint8. Raises AssertionError when it exceeds ``atol``; an int8 file is
+    compared by accuracy instead (see :func:`onnx_logits`), as its logits differ by design.
+    """
+    model, _ = _resolve(model_or_run)
+    was_training = model.training
+    try:
+        with torch.inference_mode():
+            x = torch.from_numpy(to_model_input(np.asarray(images, dtype=np.uint8)))
+            expected = model.eval()(x).numpy()
+    finally:
+        model.train(was_training)
+    got = onnx_logits(path, images)
+    diff = float(np.max(np.abs(got - expected))) if len(expected) else 0.0
+    if diff > atol:
+        raise AssertionError(f"{path}: ONNX logits differ from torch by up to {diff:.2e} (allowed {atol:.0e})")
+    return diff

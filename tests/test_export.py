@@ -1,0 +1,103 @@
+"""Tests of digits.export: the ONNX file is valid, batch-size free, equal to torch, and int8 costs little."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from digits.checkpoint import ModelFileError, load_weights
+from digits.cli import main
+from digits.export import INPUT_NAME, OUTPUT_NAME, check_parity, export_onnx, onnx_logits, read_metadata
+from digits.models import create_model
+from digits.preprocess import to_model_input
+from test_recognize import model_dir  # noqa: F401  (the session's trained model, built once for both files)
+
+
+def test_export_is_a_checked_onnx_file_with_the_models_metadata(model_dir):  # noqa: F811
+    path = model_dir / "model.onnx"
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert not list(model_dir.glob("*.data")), "the weights must be inside the one file"
+    _, meta = load_weights(model_dir)
+    exported = read_metadata(path)
+    assert exported["model"] == meta["model"] and exported["int8"] is False
+    assert exported["temperature"] == pytest.approx(meta.get("temperature", 1.0))
+    assert exported["test_accuracy"] == pytest.approx(meta["test_accuracy"])
+    assert exported["data_sha256"] == meta["data_sha256"]
+
+
+def test_onnx_equals_torch_at_every_batch_size(model_dir, mnist):  # noqa: F811
+    model, _ = load_weights(model_dir)
+    session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    shape = session.get_inputs()[0].shape
+    assert isinstance(shape[0], str) and shape[1:] == [1, 28, 28], f"batch dimension not dynamic: {shape}"
+    for n in (1, 7, 256):
+        images = mnist.test_images[:n]
+        x = to_model_input(images)
+        got = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        with torch.inference_mode():
+            expected = model(torch.from_numpy(x)).numpy()
+        assert got.shape == (n, 10)
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    assert check_parity(model, model_dir / "model.onnx", mnist.test_images[:500]) <= 1e-4
+
+
+def test_parity_check_catches_a_different_model(model_dir, mnist):  # noqa: F811
+    other = create_model("fastnet").eval()  # untrained: its logits are nothing like the trained ones
+    with pytest.raises(AssertionError, match="differ from torch"):
+        check_parity(other, model_dir / "model.onnx", mnist.test_images[:20])
+
+
+def test_int8_loses_at_most_a_tenth_of_a_point(model_dir, mnist, mnist_dir, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "int8.onnx"
+    code = main(["export", str(model_dir), "--int8", "-o", str(out), "--data-dir", str(mnist_dir), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["file"] == str(out) and report["calibration_images"] == 1000
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+    assert read_metadata(out)["int8"] is True
+    assert out.stat().st_size < (model_dir / "model.onnx").stat().st_size / 2  # 8-bit weights, not 32
+    # Measured here again, not taken from the report: the whole test set through both files.
+    labels = mnist.test_labels.astype(np.int64)
+    fp32 = float((onnx_logits(model_dir / "model.onnx", mnist.test_images).argmax(1) == labels).mean())
+    int8 = float((onnx_logits(out, mnist.test_images).argmax(1) == labels).mean())
+    assert fp32 - int8 <= 0.001
+    assert report["test_accuracy_int8"] == pytest.approx(int8) and report["test_accuracy_fp32"] == pytest.approx(fp32)
+
+
+def test_export_command_writes_beside_the_run_and_checks_parity(model_dir, tmp_path, capsys):  # noqa: F811
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.safetensors").write_bytes((model_dir / "model.safetensors").read_bytes())
+    assert main(["export", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "ONNX logits equal torch's within" in out and (run / "model.onnx").is_file()
+    assert main(["export", str(run / "model.safetensors")]) == 2  # a file, not a run: -o is needed
+    assert "-o FILE" in capsys.readouterr().err
+
+
+def test_bad_export_requests_are_clear_errors(model_dir, tmp_path):  # noqa: F811
+    with pytest.raises(ValueError, match="calibration_images"):
+        export_onnx(model_dir, tmp_path / "x.onnx", int8=True)
+    with pytest.raises(ModelFileError, match="no model file"):
+        export_onnx(tmp_path / "nothing", tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
+    with pytest.raises(ModelFileError):
+        load_weights(Path(tmp_path / "nothing"))
+
+
+def test_the_shipped_onnx_is_the_shipped_weights(mnist):
+    """default.onnx must be re-exported whenever default.safetensors changes."""
+    from digits.recognize import DEFAULT_ONNX, DEFAULT_SAFETENSORS
+
+    if not (DEFAULT_ONNX.is_file() and DEFAULT_SAFETENSORS.is_file()):
+        pytest.skip("the package ships no ONNX model yet")
+    assert check_parity(DEFAULT_SAFETENSORS, DEFAULT_ONNX, mnist.test_images[:500]) <= 1e-4
+    _, meta = load_weights(DEFAULT_SAFETENSORS)
+    exported = read_metadata(DEFAULT_ONNX)
+    assert exported["temperature"] == pytest.approx(meta["temperature"]) and exported["int8"] is False

@@ -1,0 +1,509 @@
+"""Tests of digits.recognize: reading real MNIST test digits put into realistic pictures.
+
+Every picture is built here from MNIST *test* digits (tests/images.py: dark ink on light paper with a
+lighting gradient and sensor noise, off-centre, thick and thin strokes, RGBA drawings, numbers with
+varied gaps), so each test knows what was written and checks what was read: the digits, the text,
+the boxes, and that nothing is claimed where nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digits.calibrate import softmax
+from digits.cli import main
+from digits.data import MNIST
+from digits.preprocess import ImageError
+from digits.recognize import (
+    DEFAULT_ONNX,
+    DEFAULT_SAFETENSORS,
+    LOW_CONFIDENCE,
+    NO_DIGIT,
+    UNLIKE_A_DIGIT,
+    FileResult,
+    ModelFileError,
+    Prediction,
+    Reading,
+    Recognizer,
+    find_model,
+)
+from images import encode, jpeg_roundtrip, paper, rgba_drawing, stroke_digit
+
+# --------------------------------------------------------------------------------------------------
+# A model to read with
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, mnist: MNIST) -> Path:
+    """A run directory with model.safetensors and model.onnx.
+
+    The model shipped in the package when there is one; otherwise a small one trained here once
+    (5 to 30 seconds). The folder is shared by every test file in the session, so it is built once.
+    """
+    out = tmp_path_factory.getbasetemp() / "reading-model"
+    if (out / "model.onnx").is_file():
+        return out
+    from digits.export import export_onnx
+
+    if DEFAULT_SAFETENSORS.is_file():
+        out.mkdir()
+        shutil.copy(DEFAULT_SAFETENSORS, out / "model.safetensors")
+    else:
+        from digits.config import get_preset, override
+        from digits.train import fit
+
+        # The fast preset (one epoch), keeping the last 10% to fit the temperature on: 99% in seconds.
+        cfg = override(get_preset("fast"), val_split=0.1)
+        fit(cfg, out, data=mnist, progress=False, log=lambda _: None)
+    export_onnx(out, out / "model.onnx")
+    return out
+
+
+@pytest.fixture(scope="session")
+def recognizer(model_dir: Path) -> Recognizer:
+    return Recognizer.load(model_dir, backend="onnx")
+
+
+# --------------------------------------------------------------------------------------------------
+# Pictures
+
+
+def sample_digits(mnist: MNIST, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` MNIST test digits drawn at random (a fixed draw): (n, 28, 28) uint8 and (n,) labels."""
+    index = np.random.default_rng(seed).choice(len(mnist.test_images), n, replace=False)
+    return mnist.test_images[index], mnist.test_labels[index].astype(int)
+
+
+def photo_of_one(digit: np.ndarray, i: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A photo of one digit on paper, varied with ``i``: place, size, strokes, light, noise, colour."""
+    rng = np.random.default_rng(i)
+    height = int(rng.integers(60, 200))
+    origin = (int(rng.integers(20, 370 - height)), int(rng.integers(20, 370 - height)))  # room for a thick pen
+    scene = paper(
+        [digit],
+        size=(400, 400),
+        origin=origin,
+        height=height,
+        stroke=[-1, 0, 0, 3][i % 4] * height // 100,
+        gradient=float(rng.uniform(0.0, 0.5)),
+        noise=float(rng.uniform(0.0, 0.04)),
+        rgb=i % 3 == 0,
+        seed=i,
+    )
+    return scene.image, scene.boxes[0]
+
+
+def same_place(found: tuple[int, int, int, int], drawn: tuple[int, int, int, int]) -> bool:
+    """Is the box found, (x, y, w, h), that of the digit drawn? Mostly inside it, and covering most of it.
+
+    (Not IoU alone: the drawn box takes in the faintest anti-aliased edge, so a thin 1 found with a
+    tight box has a low IoU with it while being exactly right.)
+    """
+    ix = max(0, min(found[0] + found[2], drawn[0] + drawn[2]) - max(found[0], drawn[0]))
+    iy = max(0, min(found[1] + found[3], drawn[1] + drawn[3]) - max(found[1], drawn[1]))
+    inter = ix * iy
+    return inter >= 0.8 * found[2] * found[3] and inter >= 0.5 * drawn[2] * drawn[3]
+
+
+def number_scenes(mnist: MNIST) -> list[tuple[str, np.ndarray, list[tuple[int, int, int, int]]]]:
+    """Ten pictures of numbers written with MNIST test digits: (text, picture, boxes in reading order)."""
+    scenes = []
+    rng = np.random.default_rng(2026)
+    variants = [
+        dict(gap=40),
+        dict(gap=[12, 60, 25, 35], stroke=3),  # uneven gaps, thick pen
+        dict(gap=30, stroke=-2, height=110),  # thin pen, smaller
+        dict(gap=25, rgb=True, gradient=0.5),  # warm paper, strong light falloff
+        dict(gap=50, noise=0.05),  # a noisy sensor
+        dict(gap=[8, 20, 45, 15], height=90),  # nearly touching digits
+        dict(gap=35, blur=1.5),  # out of focus
+        dict(gap=30, jpeg=True),  # saved as a JPEG
+        dict(gap=30, lines=True),  # two lines of text
+        dict(gap=40, stroke=6, height=180, origin=(40, 300)),  # bold and big, off-centre low
+    ]
+    for v in variants:
+        v = dict(v)
+        jpeg, two_lines = v.pop("jpeg", False), v.pop("lines", False)
+        n = 4 if not two_lines else 6
+        index = rng.choice(len(mnist.test_images), n, replace=False)
+        digits, labels = list(mnist.test_images[index]), [str(d) for d in mnist.test_labels[index]]
+        content = [digits[:3], digits[3:]] if two_lines else digits
+        text = "".join(labels[:3]) + "\n" + "".join(labels[3:]) if two_lines else "".join(labels)
+        kwargs = dict(size=(1000, 1000), origin=v.pop("origin", (70, 250)), height=v.pop("height", 150))
+        scene = paper(content, **kwargs, **v, seed=int(index[0]))
+        image = jpeg_roundtrip(scene.image, quality=80) if jpeg else scene.image
+        scenes.append((text, image, list(scene.boxes)))
+    return scenes
+
+
+# Letters and scribbles drawn with a pen on a 200x200 canvas: a network trained on digits alone
+# calls each of them a digit (mostly a 4) with 90% to 100% confidence.
+SCRIBBLES = {
+    "W": [[(10, 20), (50, 180), (100, 60), (150, 180), (190, 20)]],
+    "M": [[(15, 180), (30, 20), (100, 140), (170, 20), (185, 180)]],
+    "H": [[(30, 15), (30, 185)], [(170, 15), (170, 185)], [(30, 100), (170, 100)]],
+    "N": [[(30, 185), (30, 15), (170, 185), (170, 15)]],
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading
+
+
+def test_predict_reads_mnist_test_digits_photographed_on_paper(recognizer, mnist):
+    digits, labels = sample_digits(mnist, 120, seed=7)
+    results, placed = [], []
+    for i, (d, label) in enumerate(zip(digits, labels)):
+        image, box = photo_of_one(d, i)
+        p = recognizer.predict(image)
+        results.append((p, label))
+        placed.append(p.box is not None and same_place(p.box, box))
+        assert p.image28 is not None and p.image28.shape == (28, 28) and p.image28.dtype == np.uint8
+    right = [p.digit == label for p, label in results]
+    assert np.mean(right) >= 0.95
+    assert np.mean(placed) >= 0.95  # a digit written in two strokes far apart may be found as its bigger part
+    # Knowing when not to answer must not cost the answers that are right.
+    doubted = [p.uncertain for (p, _), ok in zip(results, right) if ok]
+    assert np.mean(doubted) < 0.05
+    for p, _ in results:
+        assert p.confidence == pytest.approx(float(p.probabilities.max()))
+        assert p.probabilities.shape == (10,) and p.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_read_numbers_in_realistic_scenes(recognizer, mnist):
+    scenes = number_scenes(mnist)
+    right = 0
+    for text, image, boxes in scenes:
+        reading = recognizer.read(image)
+        if reading.text == text:
+            right += 1
+            # The right digits in the right places: each found box is the box the digit was drawn in.
+            assert len(reading.digits) == len(boxes)
+            for d, box in zip(reading.digits, boxes):
+                assert same_place(d.box, box), f"{text!r}: box {d.box}, drawn at {box}"
+    assert right >= 9, f"only {right} of {len(scenes)} numbers read right"
+
+
+def test_two_lines_are_read_top_line_first(recognizer, mnist):
+    text, image, _ = number_scenes(mnist)[8]
+    reading = recognizer.read(image)
+    assert "\n" in text and reading.text == text
+    assert [d.line for d in reading.digits] == [0, 0, 0, 1, 1, 1]
+
+
+def test_rgba_canvas_drawings(recognizer, mnist):
+    digits, labels = sample_digits(mnist, 20, seed=11)
+    right = 0
+    for i, (d, label) in enumerate(zip(digits, labels)):
+        drawing = rgba_drawing(d, size=280, color=(0, 0, 0) if i % 2 else (30, 60, 200))
+        right += recognizer.predict(drawing).digit == label
+    assert right >= 19
+
+
+def test_every_kind_of_input_gives_the_same_answer(recognizer, mnist, tmp_path):
+    image, _ = photo_of_one(mnist.test_images[0], 1)  # a 7
+    path = tmp_path / "seven.png"
+    Image.fromarray(image).save(path)
+    sources = [
+        path,
+        str(path),
+        encode(image, "PNG"),
+        encode(image, "JPEG", quality=95),
+        Image.open(path),
+        image,
+        np.stack([image] * 3, axis=-1),
+        image.astype(np.float32) / 255.0,
+    ]
+    answers = {recognizer.predict(src).digit for src in sources}
+    assert answers == {int(mnist.test_labels[0])}
+    assert recognizer.read(path).text == str(mnist.test_labels[0])
+
+
+def test_the_onnx_and_torch_backends_agree(model_dir, mnist):
+    onnx = Recognizer.load(model_dir, backend="onnx")
+    torch = Recognizer.load(model_dir, backend="torch")
+    assert (onnx.backend, torch.backend) == ("onnx", "torch")
+    assert onnx.temperature == pytest.approx(torch.temperature)
+    images = mnist.test_images[:300]
+    np.testing.assert_allclose(onnx.probabilities(images), torch.probabilities(images), atol=1e-4)
+
+
+def test_probabilities_are_calibrated_by_the_stored_temperature(recognizer, model_dir, mnist):
+    meta = json.loads((model_dir / "run.json").read_text()) if (model_dir / "run.json").is_file() else None
+    if meta is not None:
+        assert recognizer.temperature == pytest.approx(meta["temperature"])
+    assert recognizer.temperature > 0
+    images = mnist.test_images[:50]
+    expected = softmax(recognizer.logits(images), recognizer.temperature)
+    np.testing.assert_allclose(recognizer.probabilities(images), expected, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------
+# Knowing when not to answer
+
+
+def test_blank_pictures_have_no_digit(recognizer, mnist):
+    blanks = {
+        "white paper": np.full((300, 400), 235, np.uint8),
+        "black": np.zeros((200, 200), np.uint8),
+        "uneven light": np.tile(np.linspace(60, 250, 500, dtype=np.float32), (400, 1)).astype(np.uint8),
+        "empty web canvas": np.zeros((280, 280, 4), np.uint8),
+        # A photo of paper, light falling off and sensor noise, with a digit in ink the colour of paper.
+        "blank paper photo": paper([mnist.test_images[0]], size=(500, 500), ink=0.9, background=0.9, seed=3).image,
+    }
+    for name, image in blanks.items():
+        p = recognizer.predict(image)
+        assert p.digit is None and p.uncertain and p.reason == NO_DIGIT, name
+        assert p.confidence == 0.0 and not p.probabilities.any(), name
+        r = recognizer.read(image)
+        assert r.text == "" and r.digits == (), name
+
+
+def test_noise_is_not_a_confident_digit(recognizer):
+    rng = np.random.default_rng(0)
+    noises = {
+        "uniform": rng.integers(0, 256, (300, 300), dtype=np.uint8),
+        "uniform colour": rng.integers(0, 256, (300, 300, 3), dtype=np.uint8),
+        "gaussian": np.clip(rng.normal(128, 40, (400, 400)), 0, 255).astype(np.uint8),
+        "tiny": rng.integers(0, 256, (28, 28), dtype=np.uint8),
+        "pepper": np.where(rng.random((300, 300)) < 0.05, 0, 255).astype(np.uint8),
+    }
+    for name, image in noises.items():
+        p = recognizer.predict(image)
+        assert p.digit is None or p.uncertain, f"{name}: {p.digit} at {p.confidence:.2f}"
+        assert not [d for d in recognizer.read(image).digits if not d.uncertain], name
+
+
+def test_letters_and_scribbles_are_not_confident_digits(recognizer):
+    for name, strokes in SCRIBBLES.items():
+        for pen in (8, 14):
+            scene = paper([stroke_digit(strokes, thickness=pen)], size=(500, 400), origin=(150, 100), height=180)
+            p = recognizer.predict(scene.image)
+            assert p.uncertain and UNLIKE_A_DIGIT in p.reason, f"{name} (pen {pen}): {p.digit} at {p.confidence:.2f}"
+    letters = paper([stroke_digit(SCRIBBLES[c], thickness=10) for c in "WHM"], size=(900, 400), origin=(60, 100))
+    assert recognizer.read(letters.image).text == "???"
+
+
+def test_a_number_with_a_scribble_in_it_marks_only_the_scribble(recognizer, mnist):
+    two, seven = (mnist.test_images[np.flatnonzero(mnist.test_labels == d)[0]] for d in (2, 7))
+    scene = paper([two, stroke_digit(SCRIBBLES["M"], thickness=10), seven], size=(900, 400), origin=(60, 100))
+    reading = recognizer.read(scene.image)
+    assert reading.text == "2?7"
+    assert [d.uncertain for d in reading.digits] == [False, True, False]
+    assert reading.digits[1].digit is not None  # the best guess is still there, for who wants it
+
+
+def test_the_threshold_decides_what_is_uncertain(model_dir, mnist):
+    images = mnist.test_images[:200]
+    never = Recognizer.load(model_dir, threshold=0.0, shape_check=False).classify(images)
+    always = Recognizer.load(model_dir, threshold=1.0, shape_check=False).classify(images)
+    assert not any(p.uncertain for p in never)
+    assert all(p.uncertain and p.reason == LOW_CONFIDENCE for p in always if p.confidence < 1.0)
+    with pytest.raises(ValueError, match="threshold"):
+        Recognizer.load(model_dir, threshold=1.5)
+
+
+def test_predict_marks_a_picture_of_several_digits_uncertain(recognizer, mnist):
+    text, image, _ = number_scenes(mnist)[0]
+    p = recognizer.predict(image)
+    assert p.uncertain and "4 shapes found" in p.reason
+    assert str(p.digit) in text
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad input and batches
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares its size and holds no pixels: what a decompression bomb looks like at first."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit gray
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def test_bad_images_are_clear_errors(recognizer, tmp_path):
+    good = tmp_path / "good.png"
+    Image.fromarray(paper([stroke_digit([[(100, 10), (100, 190)]])], size=(300, 300), origin=(100, 60)).image).save(
+        good
+    )
+    data = good.read_bytes()
+    cases = {
+        "missing.png": (None, "no such file"),
+        "notes.txt": (b"these are not pixels", "not an image"),
+        "truncated.png": (data[: len(data) // 2], "truncated"),
+        "empty.png": (b"", "empty"),
+        "bomb.png": (png_header_only(100_000, 100_000), "absurd dimensions"),
+        "huge.png": (png_header_only(8_000, 8_000), "more than the limit"),
+    }
+    for name, (content, message) in cases.items():
+        path = tmp_path / name
+        if content is not None:
+            path.write_bytes(content)
+        with pytest.raises(ImageError, match=message):
+            recognizer.predict(path)
+        with pytest.raises(ImageError, match=message):
+            recognizer.read(path)
+    with pytest.raises(ImageError, match="no pixels"):
+        recognizer.predict(np.zeros((0, 5), np.uint8))
+
+
+def test_one_bad_file_does_not_stop_a_batch(recognizer, mnist, tmp_path):
+    image, _ = photo_of_one(mnist.test_images[0], 2)
+    good = tmp_path / "good.png"
+    Image.fromarray(image).save(good)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"GIF89a broken")
+    for results in (recognizer.predict_batch([bad, good, tmp_path / "gone.png"]), recognizer.read_batch([bad, good])):
+        assert [r.ok for r in results] == [False, True, False][: len(results)]
+        assert results[0].file == str(bad) and results[0].result is None and str(bad) in (results[0].error or "")
+        ok = results[1]
+        assert isinstance(ok, FileResult) and ok.error is None
+        if isinstance(ok.result, Prediction):
+            assert ok.result.digit == mnist.test_labels[0]
+        else:
+            assert isinstance(ok.result, Reading) and ok.result.text == str(mnist.test_labels[0])
+        assert "error" in results[0].to_dict() and "error" not in results[1].to_dict()
+
+
+def test_model_files_that_cannot_be_used_are_clear_errors(model_dir, tmp_path):
+    junk_onnx = tmp_path / "junk.onnx"
+    junk_onnx.write_bytes(b"\x08\x07not a protobuf" * 20)
+    junk_st = tmp_path / "junk.safetensors"
+    junk_st.write_bytes(b"\x00" * 40)
+    truncated = tmp_path / "half.onnx"
+    data = (model_dir / "model.onnx").read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    notes = tmp_path / "weights.txt"
+    notes.write_text("nothing")
+    cases = [
+        (dict(model=tmp_path / "nowhere"), "no model at"),
+        (dict(model=junk_onnx), "not a readable ONNX model"),
+        (dict(model=truncated), "not a readable ONNX model"),
+        (dict(model=junk_st, backend="torch"), "not a readable safetensors"),
+        (dict(model=notes), "not a model file"),
+        (dict(model=model_dir / "model.safetensors", backend="onnx"), "digits export"),
+        (dict(model=model_dir / "model.onnx", backend="torch"), "needs a .safetensors"),
+        (dict(model=tmp_path, backend="auto"), "no model file"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ModelFileError, match=message):
+            Recognizer.load(**kwargs)
+    with pytest.raises(ValueError, match="backend must be"):
+        find_model(model_dir, "tensorflow")
+
+
+def test_run_file_names_are_the_checkpoint_modules():
+    from digits import checkpoint, recognize
+
+    assert recognize.RUN_SAFETENSORS == checkpoint.WEIGHTS_NAME  # written by training, read here
+
+
+def test_auto_prefers_onnxruntime_and_falls_back_to_torch(model_dir, tmp_path):
+    assert find_model(model_dir) == ("onnx", model_dir / "model.onnx")
+    only_weights = tmp_path / "run"
+    only_weights.mkdir()
+    shutil.copy(model_dir / "model.safetensors", only_weights / "model.safetensors")
+    assert find_model(only_weights) == ("torch", only_weights / "model.safetensors")
+
+
+def test_the_shipped_model_is_used_by_default(mnist):
+    if not (DEFAULT_ONNX.is_file() or DEFAULT_SAFETENSORS.is_file()):
+        pytest.skip("no model is shipped in src/digits/weights yet")
+    r = Recognizer.load()
+    assert r.source in (DEFAULT_ONNX, DEFAULT_SAFETENSORS)
+    assert r.info["test_accuracy"] >= 0.995
+    image, _ = photo_of_one(mnist.test_images[3], 3)
+    assert r.predict(image).digit == mnist.test_labels[3]
+
+
+def test_reading_needs_no_torch(model_dir, mnist, tmp_path):
+    """The onnxruntime path imports neither torch nor the training code."""
+    image, _ = photo_of_one(mnist.test_images[0], 0)
+    path = tmp_path / "digit.png"
+    Image.fromarray(image).save(path)
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None  # any import of torch now fails\n"
+        "from digits import Recognizer\n"
+        f"r = Recognizer.load({str(model_dir / 'model.onnx')!r})\n"
+        f"print(r.predict({str(path)!r}).digit, r.read({str(path)!r}).text)\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('digits.train', 'digits.data', 'digits.models'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    label = str(mnist.test_labels[0])
+    assert out.stdout.splitlines() == [f"{label} {label}", "[]"]
+
+
+# --------------------------------------------------------------------------------------------------
+# The command line
+
+
+def test_cli_predict_and_read(model_dir, mnist, tmp_path, capsys):
+    text, image, _ = number_scenes(mnist)[0]
+    number = tmp_path / "number.jpg"
+    Image.fromarray(image).save(number, quality=92)
+    one, _ = photo_of_one(mnist.test_images[5], 5)
+    single = tmp_path / "single.png"
+    Image.fromarray(one).save(single)
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((100, 100), 240, np.uint8)).save(blank)
+    model = str(model_dir / "model.onnx")
+
+    code = main(["predict", str(single), str(blank), "--model", model, "--top-k", "3", "--json"])
+    rows = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert [r["file"] for r in rows] == [str(single), str(blank)]
+    assert rows[0]["digit"] == mnist.test_labels[5] and len(rows[0]["probabilities"]) == 10
+    assert rows[0]["confidence"] == max(rows[0]["probabilities"]) and rows[0]["uncertain"] is False
+    assert [t["digit"] for t in rows[0]["top"]][0] == rows[0]["digit"] and len(rows[0]["top"]) == 3
+    assert rows[1]["digit"] is None and rows[1]["uncertain"] is True and rows[1]["reason"] == NO_DIGIT
+
+    code = main(["read", str(number), str(blank), "--model", model, "--json", "--debug-dir", str(tmp_path / "dbg")])
+    rows = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert rows[0]["text"] == text and rows[1] == {"file": str(blank), "text": "", "digits": []}
+    assert [len(d["box"]) for d in rows[0]["digits"]] == [4] * len(text)
+    assert {"digit", "confidence", "box", "uncertain"} <= set(rows[0]["digits"][0])
+    saved = sorted(p.name for p in (tmp_path / "dbg" / "000_number").iterdir())
+    assert saved == ["boxes.png"] + [f"glyph_{i:02d}_line0.png" for i in range(len(text))]
+
+    code = main(["read", str(number), "--model", model])
+    assert code == 0 and capsys.readouterr().out.strip() == f"{number}: {text}"
+    code = main(["predict", str(single), "--model", model, "--threshold", "1.0", "--json"])
+    row = json.loads(capsys.readouterr().out)[0]
+    assert code == 0 and row["uncertain"] == (row["confidence"] < 1.0)
+    assert main(["predict", str(single), "--model", model, "--threshold", "1.5"]) == 1
+    assert "threshold must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_cli_reports_each_bad_file_and_exits_1(model_dir, tmp_path, capsys):
+    good = tmp_path / "good.png"
+    Image.fromarray(paper([stroke_digit([[(100, 10), (100, 190)]])], size=(300, 300), origin=(100, 60)).image).save(
+        good
+    )
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really")
+    model = str(model_dir / "model.onnx")
+    code = main(["predict", str(bad), str(good), str(tmp_path / "gone.png"), "--model", model, "--json"])
+    out = capsys.readouterr()
+    rows = json.loads(out.out)
+    assert code == 1
+    assert "error" in rows[0] and rows[1]["digit"] == 1 and "no such file" in rows[2]["error"]
+    assert "bad.jpg: error:" in out.err
+
+    code = main(["read", str(good), "--model", str(tmp_path / "missing.onnx")])
+    assert code == 1 and "no model file" in capsys.readouterr().err
