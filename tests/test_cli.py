@@ -133,3 +133,15 @@ def test_help_and_parser_do_not_import_torch():
     code = "import sys, digits.cli; digits.cli.build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_data_errors_are_reported_without_a_traceback(capsys, monkeypatch):
+    import digits.data
+    from digits.data import DataError
+
+    def no_source(*args, **kwargs):
+        raise DataError("no source worked: tried a folder (missing), PyPI (offline)")
+
+    monkeypatch.setattr(digits.data, "fetch_mnist", no_source)
+    code, _, err = run_cli(capsys, "data", "fetch")
+    assert code == 1 and err.startswith("error: no source worked")

@@ -488,6 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from digits.data.errors import DataError  # light: numpy at most, never torch
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -495,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (ValueError, OSError) as exc:  # DataError, ModelFileError, bad config values, missing files
+    except (ValueError, OSError, DataError) as exc:  # ModelFileError, ImageError, bad config values, missing files
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
 
