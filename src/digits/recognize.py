@@ -432,17 +432,17 @@ class Recognizer:
 
     def predict_batch(self, sources: Sequence[ImageSource]) -> list[FileResult]:
         """:meth:`predict` for many pictures; a picture that cannot be read gives an error, not an exception."""
-        names, prepared, errors = _prepare_all(sources)
-        results = iter(self._predict_prepared([p for p in prepared if p is not None]))
-        return [
-            FileResult(name, next(results) if p is not None else None, err)
-            for name, p, err in zip(names, prepared, errors)
-        ]
+        return self._batch(sources, self._predict_prepared)
 
     def read_batch(self, sources: Sequence[ImageSource]) -> list[FileResult]:
         """:meth:`read` for many pictures; a picture that cannot be read gives an error, not an exception."""
+        return self._batch(sources, self._read_prepared)
+
+    @staticmethod
+    def _batch(sources: Sequence[ImageSource], run: Any) -> list[FileResult]:
+        """Prepare every picture, run ``run`` once on the readable ones, and put errors back in place."""
         names, prepared, errors = _prepare_all(sources)
-        results = iter(self._read_prepared([p for p in prepared if p is not None]))
+        results = iter(run([p for p in prepared if p is not None]))
         return [
             FileResult(name, next(results) if p is not None else None, err)
             for name, p, err in zip(names, prepared, errors)
