@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from digits.config import EVAL_BATCH_SIZE
 from digits.pixels import NUM_CLASSES, PIXEL_SCALE
 
 
@@ -79,7 +80,7 @@ def predict_logits(
     model: nn.Module,
     images: torch.Tensor,
     *,
-    batch_size: int = 1000,
+    batch_size: int = EVAL_BATCH_SIZE,
     precision: str = "fp32",
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
@@ -117,7 +118,7 @@ def predict_probabilities(
     images: torch.Tensor,
     *,
     tta: bool = False,
-    batch_size: int = 1000,
+    batch_size: int = EVAL_BATCH_SIZE,
     precision: str = "fp32",
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
@@ -140,7 +141,7 @@ def evaluate(
     labels: torch.Tensor,
     *,
     tta: bool = False,
-    batch_size: int = 1000,
+    batch_size: int = EVAL_BATCH_SIZE,
     precision: str = "fp32",
     device: torch.device | str | None = None,
 ) -> EvalResult:

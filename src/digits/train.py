@@ -9,6 +9,7 @@ resumed from its last checkpoint continues exactly as an uninterrupted run would
 from __future__ import annotations
 
 import copy
+import ctypes
 import json
 import math
 import platform
@@ -23,7 +24,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from digits.augment import augment
 from digits.checkpoint import (
@@ -38,6 +39,7 @@ from digits.checkpoint import (
 from digits.config import TrainConfig
 from digits.data import MNIST, load_mnist
 from digits.evaluate import EvalResult, as_model_input, evaluate, predict_logits, to_tensors
+from digits.fused import Grads, SeedGradients, seed_layers
 from digits.models import count_parameters, create_model
 
 Log = Callable[[str], None]
@@ -56,6 +58,25 @@ class Run:
     stopped_early: str = ""
     temperature: float = 1.0  # softmax temperature fitted on the validation split (1.0 without one)
     summary: dict[str, Any] = field(default_factory=dict)
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed tensor memory for reuse instead of returning it to the kernel.
+
+    By default glibc serves every block over 128 KiB with a fresh mmap and trims the heap as soon as
+    its top is free, so each training step page-faults its activations and gradients in again: the
+    seed network took ~1,300 page faults per step, about a third of the step's time. With a 32 MiB
+    mmap threshold and a 1 GiB trim threshold the steady state has none (benchmarks/seed_parity.py).
+    Returns False where the C library is not glibc (then nothing changes).
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)
+    return bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30) and libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -113,6 +134,26 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch  # distinct streams per (seed, epoch), stable across resumes
 
 
+def gradient_function(model: nn.Module, cfg: TrainConfig, device: torch.device) -> Callable[[Tensor, Tensor], Grads]:
+    """``grads(x, y) -> (loss, logits)`` that leaves d(loss)/d(parameters) in each ``p.grad``.
+
+    Autograd for every model, except the seed network on the CPU, whose hand-written pass
+    (digits.fused) computes the same gradients in fewer operations.
+    """
+    if cfg.fused and device.type == "cpu" and seed_layers(model) is not None:
+        return SeedGradients(model, cfg.precision, cfg.label_smoothing)
+
+    def grads(xb: Tensor, yb: Tensor) -> Grads:
+        with _autocast(device, cfg.precision):
+            logits = model(xb)
+        loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        return loss, logits
+
+    return grads
+
+
 def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -129,6 +170,7 @@ def train_one_epoch(
 
     ``check``, if given, is called every ``cfg.eval_every`` steps; when it returns True the epoch ends there.
     """
+    grads = gradient_function(model, cfg, x.device)
     device = x.device
     generator = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
     torch.manual_seed(_epoch_seed(cfg.seed, epoch))  # dropout draws from the global generator
@@ -143,11 +185,7 @@ def train_one_epoch(
         xb, yb = x[idx], y[idx]  # (B, 1, 28, 28) float, (B,) int64
         if cfg.augment.enabled:
             xb = augment(xb, cfg.augment, generator)
-        with _autocast(device, cfg.precision):
-            logits = model(xb)
-        loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss, logits = grads(xb, yb)
         optimizer.step()
         scheduler.step()
         if ema is not None:
@@ -282,6 +320,7 @@ def fit(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     device = resolve_device(cfg.device)
+    keep_freed_memory()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     data = data if data is not None else load_mnist(data_dir, log=log)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from digits.models.layers import FlattenHWC, check_rate, keras_init
 from digits.models.layers import activation as make_act
-from digits.models.layers import check_rate, keras_init
 from digits.models.registry import register_model
 
 HEADS = ("flatten", "gap")
@@ -45,7 +45,7 @@ def seed(
     layers = _conv_block(1, width, 3, act, batchnorm)  # (B, 32, 26, 26)
     layers.append(nn.MaxPool2d(2))  # (B, 32, 13, 13)
     if head == "flatten":
-        layers += [nn.Flatten(), nn.Linear(width * 13 * 13, 128)]  # (B, 5408) -> (B, 128)
+        layers += [FlattenHWC(), nn.Linear(width * 13 * 13, 128)]  # (B, 5408) -> (B, 128)
     else:  # global average pooling: far fewer parameters, no position-specific weights
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 128)]  # (B, 32) -> (B, 128)
     layers += [make_act(act), nn.Dropout(dropout), nn.Linear(128, 10)]

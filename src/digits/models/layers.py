@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -17,6 +18,17 @@ def activation(name: str) -> nn.Module:
         return ACTIVATIONS[name]()
     except KeyError:
         raise ValueError(f"unknown activation {name!r}; choose one of: {', '.join(ACTIVATIONS)}") from None
+
+
+class FlattenHWC(nn.Module):
+    """Flatten (B, C, H, W) in height-width-channel order, as Keras flattens its NHWC tensors.
+
+    The order is only a permutation of the next layer's weights, but it is the one that matches a
+    channels-last tensor's memory: flattening is then free, where channel-first order copies every batch.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 2, 3, 1).flatten(1)
 
 
 def check_rate(name: str, value: float) -> float:
