@@ -96,8 +96,19 @@ def summarize(name: str, runs: list[dict[str, Any]], images: int) -> dict[str, A
     }
 
 
+def markdown_table(header: list[str], lines: list[list[str]]) -> None:
+    """Print rows of strings as a Markdown table with padded columns."""
+    rows = [header, *lines]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for i, row in enumerate(rows):
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+        if i == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
-    header = (
+    """The preset table: accuracy mean ± std over seeds, train_seconds median (min–max), process time, memory."""
+    header = [
         "preset",
         "n",
         "test accuracy (mean ± std)",
@@ -105,11 +116,11 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         "process s",
         "images/s",
         "peak MB",
-    )
-    lines = [header]
-    for r in rows:
-        lines.append(
-            (
+    ]
+    markdown_table(
+        header,
+        [
+            [
                 r["preset"],
                 str(len(r["seeds"])),
                 f"{100 * r['accuracy_mean']:.2f}% ± {100 * r['accuracy_std']:.2f}",
@@ -117,13 +128,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                 f"{r['process_seconds_median']:.1f}",
                 f"{r['images_per_s']:,.0f}",
                 f"{r['peak_rss_mb']:.0f}",
-            )
-        )
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    for i, row in enumerate(lines):
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
-        if i == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+            ]
+            for r in rows
+        ],
+    )
 
 
 def write_json(path: Path, rows: list[dict[str, Any]], **extra: Any) -> None:

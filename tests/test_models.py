@@ -84,3 +84,13 @@ def test_registry_lists_reference_models():
     assert {"seed", "lenet5", "mlp"} <= set(names)
     assert count_parameters(create_model("lenet5")) == 61_706
     assert "activation" in model_options("seed")
+
+
+def test_fastnet_stride_stem_replaces_the_full_resolution_pool():
+    pooled, strided = create_model("fastnet"), create_model("fastnet", stem="stride", widths=[16, 24, 48])
+    assert isinstance(pooled[1], torch.nn.MaxPool2d) and pooled[0].stride == (1, 1)
+    assert strided[0].stride == (2, 2) and not isinstance(strided[1], torch.nn.MaxPool2d)
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in strided) == 2
+    assert strided(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ValueError, match="stem"):
+        create_model("fastnet", stem="patchify")

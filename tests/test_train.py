@@ -171,6 +171,7 @@ def test_every_optimizer_trains(mnist, tmp_path, optimizer):
     )
     run = fit(cfg, tmp_path / optimizer, data=mnist, progress=False, log=lambda s: None)
     assert run.test.accuracy > 0.8, (optimizer, run.test.accuracy)
+    assert (run.dir / "curves.png").exists() == (cfg.epochs > 1)  # one epoch is a point, not a curve
 
 
 def test_target_accuracy_can_stop_inside_an_epoch(mnist, tmp_path):

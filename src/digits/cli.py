@@ -169,7 +169,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(run.summary, indent=2))
     else:
-        print(f"model saved in {out} (model.safetensors, run.json, history.csv, curves.png)")
+        files = ", ".join(sorted(p.name for p in Path(out).iterdir() if p.is_file()))
+        print(f"model saved in {out} ({files})")
         print(f"evaluate it with: digits evaluate {out}")
     return 0
 

@@ -231,12 +231,15 @@ PRESETS: dict[str, TrainConfig] = {
     # The article's recipe, exactly: Adam(1e-3), batch 32, 10 epochs, last 20% for validation, [0,1] pixels.
     "seed": TrainConfig(),
     # A good model in seconds: a small BN convnet, one epoch over all 60,000 images at batch 256 with a
-    # one-cycle learning rate (Smith & Topin 2017), so the few steps there are all count.
+    # one-cycle learning rate (Smith & Topin 2017), so the few steps there are all count. The stride-2 first
+    # layer and narrower blocks (16-24-48) train ~30% faster than fastnet's default for ~0.07 pp (3 seeds:
+    # 99.10% against 99.17%); the higher peak LR (0.02) won back what narrower blocks lost at 0.01.
     "fast": TrainConfig(
         model="fastnet",
+        model_options={"stem": "stride", "widths": [16, 24, 48]},
         epochs=1,
         batch_size=256,
-        lr=0.01,
+        lr=0.02,
         betas=(0.9, 0.99),
         eps=1e-8,
         schedule="onecycle",

@@ -459,8 +459,6 @@ def _fit_temperature(
 
 
 def _write_run(run: Run, data: MNIST, preset: str | None, chosen_epoch: int) -> None:
-    from digits import plots
-
     cfg = run.config
     out = run.dir
     run.summary = {
@@ -500,4 +498,7 @@ def _write_run(run: Run, data: MNIST, preset: str | None, chosen_epoch: int) -> 
         ",".join("" if v is None else str(v) for v in h.values()) for h in run.history
     ]
     (out / "history.csv").write_text("\n".join(lines) + "\n")
-    plots.learning_curves(run.history, out / "curves.png")
+    if len(run.history) > 1:  # one point is not a curve; a one-epoch run also skips matplotlib's ~1 s import
+        from digits import plots
+
+        plots.learning_curves(run.history, out / "curves.png")
