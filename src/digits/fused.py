@@ -1,11 +1,11 @@
 """A hand-written forward and backward pass for the article's network, for speed on CPUs.
 
-At the article's batch of 32, a training step of the seed network is mostly per-operation overhead
-(autograd's graph, autocast's casts, small kernels), not arithmetic. ``SeedGradients`` computes the
-same loss and the same gradients as autograd with about half as many tensor operations and leaves
-them in ``p.grad``, so the optimizer step, schedules, checkpoints and resume are unchanged. It is used
-only when ``seed_layers`` recognises the network; everything else trains through autograd.
-tests/test_fused.py checks the gradients against autograd's in float64.
+At the article's batch of 32, a training step of the seed network is small kernels plus the overhead
+around them (autograd's graph, autocast's casts). ``SeedGradients`` computes the same loss and the same
+gradients as autograd, without building a graph and with fewer tensor operations, and leaves them in
+``p.grad``, so the optimizer step, schedules, checkpoints and resume are unchanged. It is used only when
+``seed_layers`` recognises the network; everything else trains through autograd. tests/test_fused.py
+checks the gradients against autograd's in float64.
 
 What it does differently, none of which changes the function:
   * max-pools before the ReLU (relu(max(x)) = max(relu(x))), so the ReLU runs on a quarter of the values;

@@ -67,10 +67,11 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 def keep_freed_memory() -> bool:
     """Ask glibc to keep freed tensor memory for reuse instead of returning it to the kernel.
 
-    By default glibc serves every block over 128 KiB with a fresh mmap and trims the heap as soon as
-    its top is free, so each training step page-faults its activations and gradients in again: the
-    seed network took ~1,300 page faults per step, about a third of the step's time. With a 32 MiB
-    mmap threshold and a 1 GiB trim threshold the steady state has none (benchmarks/seed_parity.py).
+    By default glibc serves large blocks with fresh mmaps and trims the heap as soon as its top is free,
+    so a training step can page-fault its activations and gradients in again every time: ~1,300 faults
+    a step for the seed network in one measurement, an epoch ~11 s against ~7 s with this setting. A
+    32 MiB mmap threshold and a 1 GiB trim threshold leave none in the steady state (tests/test_fused.py).
+    The setting lasts for the process, which for ``digits train`` is the training itself.
     Returns False where the C library is not glibc (then nothing changes).
     """
     if platform.libc_ver()[0] != "glibc":
@@ -170,8 +171,8 @@ def train_one_epoch(
 
     ``check``, if given, is called every ``cfg.eval_every`` steps; when it returns True the epoch ends there.
     """
-    grads = gradient_function(model, cfg, x.device)
     device = x.device
+    grads = gradient_function(model, cfg, device)
     generator = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
     torch.manual_seed(_epoch_seed(cfg.seed, epoch))  # dropout draws from the global generator
     order = torch.randperm(len(x), generator=generator).to(device)
