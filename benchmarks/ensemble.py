@@ -20,6 +20,7 @@ import torch
 from common import markdown_table, write_json
 from digits.checkpoint import load_weights
 from digits.data import load_mnist
+from digits.errors import ModelFileError
 from digits.evaluate import predict_probabilities, to_tensors
 
 
@@ -30,12 +31,16 @@ def main() -> None:
     args = p.parse_args()
     if len(args.runs) < 2:
         p.error("an ensemble needs at least two runs")
+    try:
+        models = [load_weights(run)[0] for run in args.runs]
+    except ModelFileError as exc:
+        p.error(str(exc))
     data = load_mnist(log=lambda s: None)
     images, labels = to_tensors(data.test_images, data.test_labels)
     names = [Path(r).name or r for r in args.runs]
+    # Each model's probabilities once; an ensemble's are their mean, as predict_probabilities computes them.
     probs: dict[tuple[str, bool], torch.Tensor] = {}
-    for name, run in zip(names, args.runs):
-        model = load_weights(run)[0]
+    for name, model in zip(names, models):
         for tta in (False, True):
             probs[name, tta] = predict_probabilities(model, images, tta=tta)
             print(f"{name}{' + TTA' if tta else ''}: {accuracy(probs[name, tta], labels):.4f}", flush=True)

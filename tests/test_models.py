@@ -94,3 +94,5 @@ def test_fastnet_stride_stem_replaces_the_full_resolution_pool():
     assert strided(torch.rand(2, 1, 28, 28)).shape == (2, 10)
     with pytest.raises(ValueError, match="stem"):
         create_model("fastnet", stem="patchify")
+    with pytest.raises(ValueError, match="three positive channel counts"):
+        create_model("fastnet", widths=[16, 32])

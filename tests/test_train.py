@@ -196,3 +196,24 @@ def test_every_preset_trains_end_to_end_on_a_small_budget(mnist, tmp_path, prese
     run = fit(cfg, tmp_path / preset, data=mnist, progress=False, log=lambda s: None)
     assert run.summary["preset"] is None and run.summary["model"] == cfg.model
     assert run.test.accuracy > 0.7, (preset, run.test.accuracy)
+
+
+def test_seed_weights_from_before_the_hwc_flatten_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    from digits.checkpoint import save_weights
+    from digits.errors import ModelFileError
+
+    model = create_model("seed")
+    save_weights(model, tmp_path / "now.safetensors", "seed", {})
+    assert load_weights(tmp_path / "now.safetensors")[1]["format"] == 2
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp_path / "old.safetensors"), metadata={"model": "seed", "model_options": "{}"})
+    with pytest.raises(ModelFileError, match="height, width, channel"):
+        load_weights(tmp_path / "old.safetensors")
+    save_file(  # networks without that layer load whatever their age, as the shipped fastnet does
+        {k: v.contiguous() for k, v in create_model("fastnet").state_dict().items()},
+        str(tmp_path / "fast.safetensors"),
+        metadata={"model": "fastnet", "model_options": "{}"},
+    )
+    load_weights(tmp_path / "fast.safetensors")

@@ -20,6 +20,7 @@ from torch import nn
 
 from digits.errors import ModelFileError
 from digits.models import create_model
+from digits.models.layers import FlattenHWC
 
 WEIGHTS_NAME = "model.safetensors"
 META_NAME = "run.json"
@@ -48,11 +49,16 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+# Version of the weight layout. 2: the seed network flattens in (height, width, channel) order (FlattenHWC);
+# files without a version were written before, when it flattened channel-first.
+WEIGHTS_FORMAT = 2
+
+
 def save_weights(model: nn.Module, path: Path, model_name: str, model_options: dict[str, Any], **meta: Any) -> None:
     from safetensors.torch import save_file
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    metadata = {"model": model_name, "model_options": json.dumps(model_options)}
+    metadata = {"model": model_name, "model_options": json.dumps(model_options), "format": str(WEIGHTS_FORMAT)}
     metadata.update({k: json.dumps(v) for k, v in meta.items()})
     atomic_write(Path(path), lambda tmp: save_file(state, str(tmp), metadata=metadata))
 
@@ -86,6 +92,12 @@ def load_weights(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         model.load_state_dict(state)
     except (ValueError, RuntimeError) as exc:
         raise ModelFileError(f"{path} does not match the network it names ({meta['model']}): {exc}") from exc
+    if meta.get("format", 1) < 2 and any(isinstance(m, FlattenHWC) for m in model.modules()):
+        # Same shapes, so load_state_dict accepts it, but the dense weights would be read in the wrong order.
+        raise ModelFileError(
+            f"{path} was saved before digits flattened the {meta['model']} network in (height, width, channel) "
+            "order; its dense weights no longer line up. Retrain it with this version of digits."
+        )
     model.eval()
     return model, meta
 

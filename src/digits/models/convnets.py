@@ -105,6 +105,8 @@ def fastnet(
     check_rate("dropout", dropout)
     if stem not in STEMS:
         raise ValueError(f"unknown stem {stem!r}; choose one of: {', '.join(STEMS)}")
+    if len(widths) != 3 or not all(isinstance(w, int) and w > 0 for w in widths):
+        raise ValueError(f"widths must be three positive channel counts such as [16, 32, 64], got {widths!r}")
     c1, c2, c3 = widths
 
     def block(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
