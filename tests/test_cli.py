@@ -113,6 +113,7 @@ def test_console_script_killed_mid_run_leaves_no_partial_file_and_resumes(tmp_pa
     assert not (out_dir / "model.safetensors").exists()
     assert not [p.name for p in out_dir.iterdir() if p.name.endswith(".tmp")], "a partial file was left behind"
 
+    (out_dir / ".checkpoint.pt.x1y2z3.tmp").write_bytes(b"half")  # as a kill in the middle of a write leaves
     done = subprocess.run(
         [sys.executable, "-m", "digits.cli", "train", "--resume", str(out_dir), "--json"],
         env=env,
@@ -121,6 +122,7 @@ def test_console_script_killed_mid_run_leaves_no_partial_file_and_resumes(tmp_pa
     )
     assert done.returncode == 0, done.stderr
     assert "resuming" in done.stderr
+    assert not [p.name for p in out_dir.iterdir() if p.name.endswith(".tmp")]
     summary = json.loads(done.stdout)
     assert summary["epochs_run"] == 4
     history = json.loads((out_dir / "run.json").read_text())["history"]

@@ -44,6 +44,18 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         raise
 
 
+def remove_partial_files(directory: Path) -> list[str]:
+    """Delete the temporary files of writes that never finished (a process killed mid-write); returns their names.
+
+    ``atomic_write`` cleans up after itself on any exception, but nothing runs under SIGKILL or a power cut.
+    """
+    names = []
+    for tmp in Path(directory).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+        names.append(tmp.name)
+    return names
+
+
 def write_json(path: Path, data: Any) -> None:
     text = json.dumps(data, indent=2, default=str) + "\n"
     atomic_write(path, lambda tmp: tmp.write_text(text))

@@ -32,6 +32,7 @@ from digits.checkpoint import (
     META_NAME,
     WEIGHTS_NAME,
     load_checkpoint,
+    remove_partial_files,
     save_checkpoint,
     save_weights,
     write_json,
@@ -319,6 +320,8 @@ def fit(
     elif (out_dir / WEIGHTS_NAME).exists() or ckpt_path.exists():
         raise FileExistsError(f"{out_dir} already holds a run; choose another --out, or --resume it")
     out_dir.mkdir(parents=True, exist_ok=True)
+    for name in remove_partial_files(out_dir):
+        log(f"removed {name}, a file a killed run had not finished writing")
 
     device = resolve_device(cfg.device)
     keep_freed_memory()
@@ -393,7 +396,6 @@ def fit(
             "images_per_s": seen / seconds,
         }
         history.append(row)
-        bar.end(row)
         if val is not None and val.accuracy > best["accuracy"]:
             best = {
                 "accuracy": val.accuracy,
@@ -426,6 +428,7 @@ def fit(
             },
             ckpt_path,
         )
+        bar.end(row)  # after the checkpoint: an epoch reported done is an epoch saved
         if stopped:
             log(stopped)
             break
