@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -10,8 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from digits import native
 from digits.config import get_preset, override
-from digits.fused import SeedGradients, seed_layers
+from digits.evaluate import as_model_input, to_tensors
+from digits.fused import SeedGradients, seed_layers, seedconv
 from digits.models import create_model
 from digits.train import fit, gradient_function
 
@@ -34,7 +38,7 @@ def test_seed_gradients_equal_autograd_in_float64(label_smoothing, training):
     ref_loss, ref = autograd_grads(model, x, y, label_smoothing)
     model.zero_grad(set_to_none=True)
     torch.manual_seed(7)
-    loss, logits = SeedGradients(model, "fp32", label_smoothing)(x, y)
+    loss, logits = SeedGradients(model, "fp32", label_smoothing)(x, y)  # float64: PyTorch operations
     assert torch.allclose(loss, ref_loss, rtol=0, atol=1e-12)
     assert logits.shape == (13, 10)
     for p, g in zip(model.parameters(), ref):
@@ -54,6 +58,67 @@ def test_seed_gradients_in_bf16_are_close_to_float32():
         assert p.grad.dtype == torch.float32
         cos = F.cosine_similarity(p.grad.flatten(), g.flatten(), dim=0)
         assert cos > 0.99, cos
+
+
+needs_compiler = pytest.mark.skipif(
+    shutil.which(os.environ.get("CC", "cc")) is None, reason="no C compiler to build digits/seedconv.c"
+)
+
+
+@needs_compiler
+@pytest.mark.parametrize("training", [True, False])
+def test_kernel_first_block_matches_pytorch_operations_on_mnist(mnist, training):
+    # Real digits: blank backgrounds make ties in max-pooling, which must go where max_pool2d sends them.
+    x, y = to_tensors(mnist.train_images[:50], mnist.train_labels[:50])
+    x = as_model_input(x, channels_last=True)
+    torch.manual_seed(0)
+    model = create_model("seed").to(memory_format=torch.channels_last).train(training)
+    results = []
+    for use_kernel in (True, False):
+        grads = SeedGradients(model, "fp32", 0.1, use_kernel=use_kernel)
+        assert (grads.kernel is not None) == use_kernel
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(3)
+        loss, logits = grads(x, y)
+        results.append((loss, logits, [p.grad.clone() for p in model.parameters()]))
+        # the optimizer's fused Adam reads gradients in the parameters' memory order
+        assert all(p.grad.stride() == p.stride() or p.grad.is_contiguous() for p in model.parameters())
+    (loss_k, logits_k, grads_k), (loss_t, logits_t, grads_t) = results
+    assert torch.allclose(loss_k, loss_t, atol=1e-6)
+    assert torch.allclose(logits_k, logits_t, atol=1e-5)
+    for a, b in zip(grads_k, grads_t):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7), (a - b).abs().max()
+
+
+def test_kernel_serves_only_float32_and_channels_in_sixteens():
+    assert SeedGradients(create_model("seed", width=24)).kernel is None
+    assert SeedGradients(create_model("seed").double()).kernel is None
+    if seedconv() is not None:
+        assert SeedGradients(create_model("seed", width=16), "bf16").kernel is not None
+
+
+@needs_compiler
+def test_native_build_compiles_once_into_the_cache(tmp_path, monkeypatch):
+    first = native.build("seedconv", tmp_path)
+    assert first.is_file() and first.parent == tmp_path
+
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr(native.subprocess, "run", no_compiling)
+    assert native.build("seedconv", tmp_path) == first
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary files left
+
+
+def test_without_a_compiler_training_warns_once_and_falls_back(tmp_path, monkeypatch):
+    missing = str(tmp_path / "no-such-cc")
+    with pytest.raises(OSError, match="no-such-cc"):
+        native.build("seedconv", tmp_path, compiler=missing)
+    assert not list(tmp_path.glob("*.so*"))  # nothing half-built left behind
+    monkeypatch.setenv("CC", missing)
+    monkeypatch.setattr(native, "default_cache_dir", lambda: tmp_path)
+    with pytest.warns(RuntimeWarning, match="could not compile its seedconv.c kernel"):
+        assert native.load.__wrapped__("seedconv") is None
 
 
 @pytest.mark.parametrize(
@@ -82,7 +147,9 @@ def test_fused_and_autograd_training_end_alike(mnist, tmp_path):
         fit(override(cfg, fused=fused), tmp_path / str(fused), data=mnist, progress=False, log=lambda s: None)
         for fused in (True, False)
     ]
-    assert isinstance(gradient_function(runs[0].model, cfg, torch.device("cpu")), SeedGradients)
+    grads = gradient_function(runs[0].model, cfg, torch.device("cpu"))
+    assert isinstance(grads, SeedGradients)
+    assert (grads.kernel is not None) == (seedconv() is not None)
     for a, b in zip(runs[0].model.parameters(), runs[1].model.parameters()):
         assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
     assert abs(runs[0].test.accuracy - runs[1].test.accuracy) < 0.005

@@ -8,21 +8,43 @@ gradients as autograd, without building a graph and with fewer tensor operations
 checks the gradients against autograd's in float64.
 
 What it does differently, none of which changes the function:
-  * max-pools before the ReLU (relu(max(x)) = max(relu(x))), so the ReLU runs on a quarter of the values;
+  * runs the first block (convolution, bias, ReLU, max-pool) and its backward pass in the C kernel
+    ``digits/seedconv.c`` where it compiles (float32 models, a multiple of 16 channels); otherwise
+    with PyTorch operations, max-pooling before the ReLU (relu(max(x)) = max(relu(x))) so the ReLU
+    runs on a quarter of the values;
   * keeps activations channels-last end to end (the model flattens in height-width-channel order);
   * skips the input gradient of the first convolution, which nothing needs.
+With bf16 the kernel convolves in float32 and stores its output in bfloat16 for the matrix products,
+which is closer to float32 than autocast's bfloat16 convolution.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
+from collections.abc import Callable
 from typing import Any, cast
 
 import torch
 from torch import nn
 
+from digits import native
 from digits.models.layers import FlattenHWC
 
 Grads = tuple[torch.Tensor, torch.Tensor]  # (loss, logits)
+KERNEL_CHANNELS = 16  # seedconv.c works on channels in groups of this many
+
+
+@functools.cache
+def seedconv() -> ctypes.CDLL | None:
+    """The compiled ``digits/seedconv.c`` with its two functions typed, or None where it cannot be built."""
+    lib = native.load("seedconv")
+    if lib is not None:
+        ptr, i64, flag = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+        lib.conv_pool_forward.argtypes = [ptr, ptr, ptr, i64, i64, ptr, flag, ptr]
+        lib.conv_pool_backward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, flag, ptr, ptr]
+        lib.conv_pool_forward.restype = lib.conv_pool_backward.restype = None
+    return lib
 
 
 def seed_layers(model: nn.Module) -> tuple[nn.Conv2d, nn.Linear, nn.Linear, float] | None:
@@ -59,9 +81,12 @@ class SeedGradients:
 
     Same contract as ``loss = cross_entropy(model(x), y, label_smoothing); loss.backward()`` in train mode,
     including dropout drawn from torch's global generator the way ``nn.Dropout`` draws it.
+    ``use_kernel=False`` computes the first block with PyTorch operations even where the kernel builds.
     """
 
-    def __init__(self, model: nn.Module, precision: str = "fp32", label_smoothing: float = 0.0) -> None:
+    def __init__(
+        self, model: nn.Module, precision: str = "fp32", label_smoothing: float = 0.0, use_kernel: bool = True
+    ) -> None:
         layers = seed_layers(model)
         if layers is None:
             raise ValueError("SeedGradients needs the seed network (relu, no batchnorm, flatten head)")
@@ -69,21 +94,18 @@ class SeedGradients:
         self.conv, self.hidden, self.out, self.rate = layers
         self.dtype = torch.bfloat16 if precision == "bf16" else self.conv.weight.dtype
         self.label_smoothing = label_smoothing
+        fits = self.conv.weight.dtype == torch.float32 and self.conv.out_channels % KERNEL_CHANNELS == 0
+        self.kernel = seedconv() if use_kernel and fits else None
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> Grads:
-        dt, pdt, cl = self.dtype, self.conv.weight.dtype, torch.channels_last
-        conv, hidden, out = self.conv, self.hidden, self.out
+        dt, pdt = self.dtype, self.conv.weight.dtype
+        hidden, out = self.hidden, self.out
         n = x.shape[0]
-        assert conv.bias is not None  # checked by seed_layers
         # Forward. Parameters stay in their dtype ``pdt`` (the optimizer's copy); the matmuls run in ``dt``.
-        xc = x.to(dt).contiguous(memory_format=cl)
-        w0 = conv.weight.to(dt).contiguous(memory_format=cl)
+        first_block = self._first_block_kernel if self.kernel is not None else self._first_block_torch
+        flat, first_block_backward = first_block(x)  # (n, 13 * 13 * C) in height-width-channel order
         w1, w2 = hidden.weight.to(dt), out.weight.to(dt)
-        c = torch.nn.functional.conv2d(xc, w0, conv.bias.to(dt))  # (n, C, 26, 26), channels-last
-        pooled, argmax = torch.ops.aten.max_pool2d_with_indices(c, [2, 2], [2, 2])
-        h = pooled.relu()
-        flat = h.permute(0, 2, 3, 1).reshape(n, -1)  # free: h is channels-last
         a1 = torch.addmm(hidden.bias.to(dt), flat, w1.t()).relu_()
         keep = None
         if self.model.training and self.rate > 0:  # as F.dropout: bernoulli(1 - p) / (1 - p)
@@ -106,14 +128,57 @@ class SeedGradients:
         gz1 = torch.ops.aten.threshold_backward(gz1, a1, 0)
         hidden.weight.grad = (gz1.t() @ flat).to(pdt)
         hidden.bias.grad = gz1.to(pdt).sum(0)
-        gh = (gz1 @ w1).view(n, *h.shape[2:], h.shape[1]).permute(0, 3, 1, 2)  # back to (n, C, 13, 13)
-        gpooled = torch.ops.aten.threshold_backward(gh, h, 0)
-        gc = torch.ops.aten.max_pool2d_with_indices_backward(
-            gpooled, c, [2, 2], [2, 2], [0, 0], [1, 1], False, argmax
-        )
-        _, gw0, gb0 = torch.ops.aten.convolution_backward(
-            gc, xc, w0, [w0.shape[0]], [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, True, True]
-        )
-        conv.weight.grad = gw0.to(pdt).view_as(conv.weight)
-        conv.bias.grad = gb0.to(pdt)
+        first_block_backward(gz1 @ w1)
         return loss, logits
+
+    def _first_block_kernel(self, x: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], None]]:
+        """Convolution, ReLU and max-pool in seedconv.c: (flat activations, their backward pass)."""
+        conv, kernel, conv_bias = self.conv, self.kernel, self.conv.bias
+        assert kernel is not None and conv_bias is not None  # checked by __init__ and seed_layers
+        n, c = x.shape[0], conv.out_channels
+        x = x.float().contiguous()  # (n, 1, 28, 28): with one channel, channels-last is the same memory
+        wt = conv.weight.reshape(c, 9).t().contiguous()
+        bias = conv_bias.contiguous()
+        bf16 = int(self.dtype == torch.bfloat16)
+        h = torch.empty(n, 13 * 13 * c, dtype=self.dtype)
+        arg = torch.empty(n, 13 * 13 * c, dtype=torch.uint8)
+        kernel.conv_pool_forward(x.data_ptr(), wt.data_ptr(), bias.data_ptr(), n, c, h.data_ptr(), bf16, arg.data_ptr())
+
+        def backward(gflat: torch.Tensor) -> None:
+            gflat = gflat.contiguous()
+            gwt, gb = torch.empty(9, c), torch.empty(c)
+            kernel.conv_pool_backward(
+                x.data_ptr(), h.data_ptr(), gflat.data_ptr(), arg.data_ptr(), n, c, bf16, gwt.data_ptr(), gb.data_ptr()
+            )
+            # contiguous: the optimizer's fused Adam reads a gradient in the parameter's memory order
+            conv.weight.grad = gwt.t().contiguous().view_as(conv.weight)
+            conv_bias.grad = gb
+
+        return h, backward
+
+    def _first_block_torch(self, x: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], None]]:
+        """The same with PyTorch operations, for models and machines the kernel does not serve."""
+        conv, conv_bias, dt, cl = self.conv, self.conv.bias, self.dtype, torch.channels_last
+        pdt = conv.weight.dtype
+        assert conv_bias is not None  # checked by seed_layers
+        n = x.shape[0]
+        xc = x.to(dt).contiguous(memory_format=cl)
+        w0 = conv.weight.to(dt).contiguous(memory_format=cl)
+        c = torch.nn.functional.conv2d(xc, w0, conv_bias.to(dt))  # (n, C, 26, 26), channels-last
+        pooled, argmax = torch.ops.aten.max_pool2d_with_indices(c, [2, 2], [2, 2])
+        h = pooled.relu()
+        flat = h.permute(0, 2, 3, 1).reshape(n, -1)  # free: h is channels-last
+
+        def backward(gflat: torch.Tensor) -> None:
+            gh = gflat.view(n, *h.shape[2:], h.shape[1]).permute(0, 3, 1, 2)  # back to (n, C, 13, 13)
+            gpooled = torch.ops.aten.threshold_backward(gh, h, 0)
+            gc = torch.ops.aten.max_pool2d_with_indices_backward(
+                gpooled, c, [2, 2], [2, 2], [0, 0], [1, 1], False, argmax
+            )
+            _, gw0, gb0 = torch.ops.aten.convolution_backward(
+                gc, xc, w0, [w0.shape[0]], [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, True, True]
+            )
+            conv.weight.grad = gw0.to(pdt).view_as(conv.weight)
+            conv_bias.grad = gb0.to(pdt)
+
+        return flat, backward

@@ -1,0 +1,91 @@
+"""C kernels shipped as source, compiled on first use with the machine's C compiler, loaded with ctypes.
+
+Some work is too small for PyTorch's kernels to run it efficiently (see ``digits/seedconv.c``). Such a
+kernel is a plain C file in the package; ``load(name)`` compiles it once per machine into the user cache
+(``-O3 -march=native``: for this CPU's vector units) and returns the library. Without a working compiler
+it warns once and returns None, and the caller computes the same thing with PyTorch operations.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import platformdirs
+
+SOURCE_DIR = Path(__file__).resolve().parent
+# Tried in order: the first assumes GCC or Clang on a CPU it can tune for, the second any cc.
+FLAG_SETS = (["-O3", "-march=native"], ["-O3"])
+
+
+def default_cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir("digits")) / "native"
+
+
+def _cpu_signature() -> str:
+    """What ``-march=native`` depends on, so a shared cache never hands one CPU another CPU's code."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def build(name: str, cache_dir: Path | None = None, compiler: str | None = None) -> Path:
+    """Compile ``digits/<name>.c`` into a shared library (or find it already compiled); return its path.
+
+    Raises OSError (no compiler, or it failed) with the compiler's message.
+    """
+    source = SOURCE_DIR / f"{name}.c"
+    cc = compiler or os.environ.get("CC", "cc")
+    key = hashlib.sha256(
+        b"\0".join([source.read_bytes(), cc.encode(), _cpu_signature().encode(), sys.platform.encode()])
+    ).hexdigest()[:16]
+    cache_dir = cache_dir or default_cache_dir()
+    target = cache_dir / f"{name}-{key}.so"
+    if target.is_file():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for flags in FLAG_SETS:
+        # Compile to a temporary name and rename: a killed build never leaves a half library under the real name.
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".so.tmp", dir=cache_dir)
+        os.close(fd)
+        try:
+            out = subprocess.run(
+                [cc, *flags, "-shared", "-fPIC", "-o", tmp, str(source)], capture_output=True, text=True, timeout=120
+            )
+            if out.returncode == 0:
+                os.replace(tmp, target)
+                return target
+            errors.append(f"{cc} {' '.join(flags)}: {out.stderr.strip()[-500:]}")
+        except (OSError, subprocess.SubprocessError) as exc:
+            errors.append(f"{cc}: {exc}")
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    raise OSError("; ".join(errors))
+
+
+@functools.cache
+def load(name: str) -> ctypes.CDLL | None:
+    """The compiled ``digits/<name>.c``, or None (with one warning) where it cannot be built here."""
+    try:
+        return ctypes.CDLL(str(build(name)))
+    except OSError as exc:
+        warnings.warn(
+            f"digits: could not compile its {name}.c kernel ({exc}); using PyTorch operations instead, which "
+            "is slower. Install a C compiler (e.g. apt-get install gcc) or set CC to use the kernel.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
