@@ -90,6 +90,13 @@ def test_kernel_first_block_matches_pytorch_operations_on_mnist(mnist, training)
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-7), (a - b).abs().max()
 
 
+@needs_compiler
+def test_kernel_refuses_images_that_are_not_28x28():
+    grads = SeedGradients(create_model("seed"))
+    with pytest.raises(ValueError, match=r"\(batch, 1, 28, 28\)"):
+        grads(torch.rand(2, 1, 20, 20), torch.zeros(2, dtype=torch.long))
+
+
 def test_kernel_serves_only_float32_and_channels_in_sixteens():
     assert SeedGradients(create_model("seed", width=24)).kernel is None
     assert SeedGradients(create_model("seed").double()).kernel is None

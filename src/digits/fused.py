@@ -94,7 +94,11 @@ class SeedGradients:
         self.conv, self.hidden, self.out, self.rate = layers
         self.dtype = torch.bfloat16 if precision == "bf16" else self.conv.weight.dtype
         self.label_smoothing = label_smoothing
-        fits = self.conv.weight.dtype == torch.float32 and self.conv.out_channels % KERNEL_CHANNELS == 0
+        fits = (
+            self.conv.weight.dtype == torch.float32
+            and self.dtype in (torch.float32, torch.bfloat16)
+            and self.conv.out_channels % KERNEL_CHANNELS == 0
+        )
         self.kernel = seedconv() if use_kernel and fits else None
 
     @torch.no_grad()
@@ -136,6 +140,8 @@ class SeedGradients:
         conv, kernel, conv_bias = self.conv, self.kernel, self.conv.bias
         assert kernel is not None and conv_bias is not None  # checked by __init__ and seed_layers
         n, c = x.shape[0], conv.out_channels
+        if tuple(x.shape[1:]) != (1, 28, 28):  # the kernel reads 28x28 images; the network needs them anyway
+            raise ValueError(f"the seed network takes (batch, 1, 28, 28) images, got {tuple(x.shape)}")
         x = x.float().contiguous()  # (n, 1, 28, 28): with one channel, channels-last is the same memory
         wt = conv.weight.reshape(c, 9).t().contiguous()
         bias = conv_bias.contiguous()
