@@ -76,6 +76,14 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def train_images(preset: str) -> int:
+    """Images one epoch of ``preset`` trains on: its train_limit (or all 60,000) less the validation split."""
+    from digits.config import get_preset
+
+    cfg = get_preset(preset)
+    return int((cfg.train_limit or 60_000) * (1.0 - cfg.val_split))
+
+
 def summarize(name: str, runs: list[dict[str, Any]], images: int) -> dict[str, Any]:
     acc = [r["test_accuracy"] for r in runs]
     secs = [r["train_seconds"] for r in runs]

@@ -14,9 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from common import print_table, summarize, train_once, write_json
-
-TRAIN_IMAGES = {"seed": 48_000, "fast": 60_000, "best": 54_000, "reader": 54_000}
+from common import print_table, summarize, train_images, train_once, write_json
 
 
 def main() -> None:
@@ -38,7 +36,7 @@ def main() -> None:
                 file=sys.stderr,
                 flush=True,
             )
-        rows.append(summarize(name, runs, TRAIN_IMAGES.get(name, 60_000)))
+        rows.append(summarize(name, runs, train_images(name)))
     print_table(rows)
     write_json(Path(args.json), rows, extra_flags=args.extra)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import mean_std, print_table, summarize, train_once, write_json
+from common import mean_std, print_table, summarize, train_images, train_once, write_json
 
 HERE = Path(__file__).resolve().parent
 
@@ -61,7 +61,7 @@ def main() -> None:
                 k = keras_run(args.keras_python, npz, seed)
                 keras.append(k)
                 print(f"keras  seed {seed}: {k['test_accuracy']:.4f} in {k['train_seconds']:.1f}s", file=sys.stderr)
-    rows = [summarize("seed (digits, torch)", runs, 48_000)]
+    rows = [summarize("seed (digits, torch)", runs, train_images("seed"))]
     if keras:
         m, s = mean_std([r["test_accuracy"] for r in keras])
         secs = [r["train_seconds"] for r in keras]

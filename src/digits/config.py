@@ -230,21 +230,24 @@ class TrainConfig:
 PRESETS: dict[str, TrainConfig] = {
     # The article's recipe, exactly: Adam(1e-3), batch 32, 10 epochs, last 20% for validation, [0,1] pixels.
     "seed": TrainConfig(),
-    # A good model in seconds: a small BN convnet, one epoch over all 60,000 images at batch 256 with a
-    # one-cycle learning rate (Smith & Topin 2017), so the few steps there are all count. The stride-2 first
-    # layer and narrower blocks (16-24-48) train ~30% faster than fastnet's default for ~0.07 pp (3 seeds:
-    # 99.10% against 99.17%); the higher peak LR (0.02) won back what narrower blocks lost at 0.01.
+    # A good model in seconds: a small BN convnet, one pass over the first 40,000 training images at batch
+    # 256 with a one-cycle learning rate (Smith & Topin 2017), so the few steps there are all count. The
+    # stride-2 first layer and narrower blocks (16-24-48) train ~30% faster than fastnet's default; the
+    # higher peak LR (0.02) won back what the narrower blocks lost at 0.01. 40,000 images rather than all
+    # 60,000 is the time budget (2 s here): beta1 = 0.8 made up for the third left out (held-out accuracy on
+    # training images 40,000-60,000, 5 seeds: 98.69% against 98.60% with beta1 = 0.9).
     "fast": TrainConfig(
         model="fastnet",
         model_options={"stem": "stride", "widths": [16, 24, 48]},
         epochs=1,
         batch_size=256,
         lr=0.02,
-        betas=(0.9, 0.99),
+        betas=(0.8, 0.99),
         eps=1e-8,
         schedule="onecycle",
         warmup=0.25,
         val_split=0.0,
+        train_limit=40_000,
     ),
     # The strongest single model: Deotte's 7-conv net with his augmentation (rotation 10 degrees, zoom 0.1,
     # shift 0.1) and learning rate x0.95 per epoch; the last 10% of the training set validates.
