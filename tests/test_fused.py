@@ -117,7 +117,20 @@ def test_native_build_compiles_once_into_the_cache(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary files left
 
 
-def test_without_a_compiler_training_warns_once_and_falls_back(tmp_path, monkeypatch):
+@needs_compiler
+def test_the_compiler_may_come_with_words_of_its_own(tmp_path):  # CC="ccache gcc", CC="gcc -w"
+    assert native.build("seedconv", tmp_path, compiler=os.environ.get("CC", "cc") + " -w").is_file()
+
+
+@needs_compiler
+def test_a_damaged_cached_library_is_built_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(native, "default_cache_dir", lambda: tmp_path)
+    native.build("seedconv").write_bytes(b"not a shared library")
+    lib = native.load.__wrapped__("seedconv")
+    assert lib is not None and hasattr(lib, "conv_pool_forward")
+
+
+def test_without_a_compiler_loading_warns_and_gives_none(tmp_path, monkeypatch):
     missing = str(tmp_path / "no-such-cc")
     with pytest.raises(OSError, match="no-such-cc"):
         native.build("seedconv", tmp_path, compiler=missing)

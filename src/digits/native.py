@@ -13,6 +13,7 @@ import functools
 import hashlib
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -47,7 +48,7 @@ def build(name: str, cache_dir: Path | None = None, compiler: str | None = None)
     Raises OSError (no compiler, or it failed) with the compiler's message.
     """
     source = SOURCE_DIR / f"{name}.c"
-    cc = compiler or os.environ.get("CC", "cc")
+    cc = compiler or os.environ.get("CC", "cc")  # may carry words of its own: CC="ccache gcc"
     key = hashlib.sha256(
         b"\0".join([source.read_bytes(), cc.encode(), _cpu_signature().encode(), sys.platform.encode()])
     ).hexdigest()[:16]
@@ -63,7 +64,10 @@ def build(name: str, cache_dir: Path | None = None, compiler: str | None = None)
         os.close(fd)
         try:
             out = subprocess.run(
-                [cc, *flags, "-shared", "-fPIC", "-o", tmp, str(source)], capture_output=True, text=True, timeout=120
+                [*shlex.split(cc), *flags, "-shared", "-fPIC", "-o", tmp, str(source)],
+                capture_output=True,
+                text=True,
+                timeout=120,
             )
             if out.returncode == 0:
                 os.replace(tmp, target)
@@ -80,7 +84,12 @@ def build(name: str, cache_dir: Path | None = None, compiler: str | None = None)
 def load(name: str) -> ctypes.CDLL | None:
     """The compiled ``digits/<name>.c``, or None (with one warning) where it cannot be built here."""
     try:
-        return ctypes.CDLL(str(build(name)))
+        path = build(name)
+        try:
+            return ctypes.CDLL(str(path))
+        except OSError:  # a cached library that no longer loads (a damaged file): build it again, once
+            path.unlink(missing_ok=True)
+            return ctypes.CDLL(str(build(name)))
     except OSError as exc:
         warnings.warn(
             f"digits: could not compile its {name}.c kernel ({exc}); using PyTorch operations instead, which "
