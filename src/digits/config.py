@@ -207,7 +207,7 @@ class TrainConfig:
         if needs_val and self.val_split == 0:
             raise ValueError(
                 "invalid training config: select=best, patience and target_accuracy decide on validation "
-                "data; set val_split > 0 (the test set is never used to choose a model)"
+                "data; set val_split > 0, e.g. --val-split 0.1 (the test set is never used to choose a model)"
             )
 
     def to_dict(self) -> dict[str, Any]:
