@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 
 from digits.augment import AugmentConfig
-from digits.config import PRESETS, TrainConfig, get_preset, override
+from digits.config import PRESET_PURPOSES, PRESETS, TrainConfig, get_preset, override
 
 
 def test_seed_preset_is_the_articles_recipe():
@@ -24,6 +24,17 @@ def test_seed_preset_is_the_articles_recipe():
 def test_presets_round_trip_through_json_dict(name):
     cfg = PRESETS[name]
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_every_preset_says_what_it_is_for_in_the_train_help(capsys):
+    from digits.cli import main
+
+    assert list(PRESET_PURPOSES) == list(PRESETS)
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for name, purpose in PRESET_PURPOSES.items():
+        assert f"{name} ({purpose})" in help_text
 
 
 def test_config_is_frozen_and_overrides_validate():

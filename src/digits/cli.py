@@ -15,6 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from digits.config import PRESET_PURPOSES
+
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
@@ -402,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_summary)
 
     t = sub.add_parser("train", help="train a model (a preset, with any field overridden)")
-    t.add_argument("--preset", default="seed", help="named config to start from (default: seed, the article's)")
+    purposes = ", ".join(f"{name} ({purpose})" for name, purpose in PRESET_PURPOSES.items())
+    t.add_argument("--preset", default="seed", help=f"named config to start from: {purposes}".replace("%", "%%"))
     t.add_argument("--out", help="run directory (default: runs/<time>-<preset>-<model>-s<seed>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     t.add_argument("--json", action="store_true", help="print a machine-readable summary at the end")

@@ -280,6 +280,15 @@ PRESETS: dict[str, TrainConfig] = {
 }
 
 
+# What each preset is for, in a few words (the CLI's help shows these).
+PRESET_PURPOSES = {
+    "seed": "the article's recipe, the default",
+    "fast": "99% in seconds",
+    "best": "the strongest single model",
+    "reader": "the shipped model's recipe",
+}
+
+
 def get_preset(name: str) -> TrainConfig:
     try:
         return PRESETS[name]
