@@ -30,7 +30,7 @@ typedef uint16_t vu16 __attribute__((vector_size(2 * L)));
 typedef uint8_t vu8 __attribute__((vector_size(L)));
 
 static inline vf loadf(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
-static inline vf select(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
+static inline vf blend(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
 
 static inline void store_h(void *h, int64_t o, int bf16, vf v) {
     if (bf16) {
@@ -78,7 +78,7 @@ void conv_pool_forward(const float *restrict x, const float *restrict wt, const 
                             best = acc;
                         } else {
                             vi gt = acc > best;
-                            best = select(gt, acc, best);
+                            best = blend(gt, acc, best);
                             which = (which & ~gt) | (gt & q);
                         }
                     }
@@ -87,7 +87,7 @@ void conv_pool_forward(const float *restrict x, const float *restrict wt, const 
                     memcpy(arg + o, &wb, sizeof wb);
                     vf v = best + bias;
                     vf zero = {0};
-                    store_h(h, o, bf16, select(v > zero, v, zero));
+                    store_h(h, o, bf16, blend(v > zero, v, zero));
                 }
             }
         }
@@ -104,7 +104,7 @@ void conv_pool_backward(const float *restrict x, const void *restrict h, const v
             for (int i = 0; i < 13; i++) {
                 for (int j = 0; j < 13; j++) {
                     int64_t o = ((img * 13 + i) * 13 + j) * C + c0;
-                    vf g = select(load_h(h, o, bf16) > zero, load_h(gh, o, bf16), zero);
+                    vf g = blend(load_h(h, o, bf16) > zero, load_h(gh, o, bf16), zero);
                     gbias += g;
                     float win[16];
                     window(xi, i, j, win);
@@ -112,7 +112,7 @@ void conv_pool_backward(const float *restrict x, const void *restrict h, const v
                     vi a = __builtin_convertvector(ab, vi);
                     for (int q = 0; q < 4; q++) {
                         const float *p = win + (q >> 1) * 4 + (q & 1);
-                        vf m = select(a == q, g, zero);
+                        vf m = blend(a == q, g, zero);
                         gw[0] += p[0] * m; gw[1] += p[1] * m; gw[2] += p[2] * m;
                         gw[3] += p[4] * m; gw[4] += p[5] * m; gw[5] += p[6] * m;
                         gw[6] += p[8] * m; gw[7] += p[9] * m; gw[8] += p[10] * m;
