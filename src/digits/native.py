@@ -48,7 +48,7 @@ def build(name: str, cache_dir: Path | None = None, compiler: str | None = None)
     Raises OSError (no compiler, or it failed) with the compiler's message.
     """
     source = SOURCE_DIR / f"{name}.c"
-    cc = compiler or os.environ.get("CC", "cc")  # may carry words of its own: CC="ccache gcc"
+    cc = compiler or os.environ.get("CC") or "cc"  # may carry words of its own: CC="ccache gcc"
     key = hashlib.sha256(
         b"\0".join([source.read_bytes(), cc.encode(), _cpu_signature().encode(), sys.platform.encode()])
     ).hexdigest()[:16]
