@@ -22,7 +22,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define L 16 /* channels per chunk */
+#define L 16 /* channels per chunk; fused.py's KERNEL_CHANNELS must equal it */
 typedef float vf __attribute__((vector_size(4 * L)));
 typedef int32_t vi __attribute__((vector_size(4 * L)));
 typedef uint32_t vu __attribute__((vector_size(4 * L)));
