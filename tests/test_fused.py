@@ -1,7 +1,8 @@
-"""The hand-written seed pass computes what autograd computes, and training uses it only where it applies."""
+"""The hand-written passes compute what autograd computes, and training uses them only where they apply."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shlex
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from digits import native
 from digits.config import get_preset, override
 from digits.evaluate import as_model_input, to_tensors
-from digits.fused import SeedGradients, seed_layers, seedconv
+from digits.fused import SeedGradients, StemForward, convblocks, seed_layers, stem_forward, stem_layers
 from digits.models import create_model
 from digits.train import fit, gradient_function
 
@@ -63,7 +64,7 @@ def test_seed_gradients_in_bf16_are_close_to_float32():
 
 COMPILER = os.environ.get("CC") or "cc"
 needs_compiler = pytest.mark.skipif(
-    shutil.which(shlex.split(COMPILER)[0]) is None, reason="no C compiler to build digits/seedconv.c"
+    shutil.which(shlex.split(COMPILER)[0]) is None, reason="no C compiler to build digits/convblocks.c"
 )
 
 
@@ -107,45 +108,45 @@ def test_kernel_refuses_images_that_are_not_28x28():
 def test_kernel_serves_only_float32_and_channels_in_sixteens():
     assert SeedGradients(create_model("seed", width=24)).kernel is None
     assert SeedGradients(create_model("seed").double()).kernel is None
-    if seedconv() is not None:
+    if convblocks() is not None:
         assert SeedGradients(create_model("seed", width=16), "bf16").kernel is not None
 
 
 @needs_compiler
 def test_native_build_compiles_once_into_the_cache(tmp_path, monkeypatch):
-    first = native.build("seedconv", tmp_path)
+    first = native.build("convblocks", tmp_path)
     assert first.is_file() and first.parent == tmp_path
 
     def no_compiling(*args, **kwargs):
         raise AssertionError("compiled again")
 
     monkeypatch.setattr(native.subprocess, "run", no_compiling)
-    assert native.build("seedconv", tmp_path) == first
+    assert native.build("convblocks", tmp_path) == first
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary files left
 
 
 @needs_compiler
 def test_the_compiler_may_come_with_words_of_its_own(tmp_path):  # CC="ccache gcc", CC="gcc -w"
-    assert native.build("seedconv", tmp_path, compiler=COMPILER + " -w").is_file()
+    assert native.build("convblocks", tmp_path, compiler=COMPILER + " -w").is_file()
 
 
 @needs_compiler
 def test_a_damaged_cached_library_is_built_again(tmp_path, monkeypatch):
     monkeypatch.setattr(native, "default_cache_dir", lambda: tmp_path)
-    native.build("seedconv").write_bytes(b"not a shared library")
-    lib = native.load.__wrapped__("seedconv")
+    native.build("convblocks").write_bytes(b"not a shared library")
+    lib = native.load.__wrapped__("convblocks")
     assert lib is not None and hasattr(lib, "conv_pool_forward")
 
 
 def test_without_a_compiler_loading_warns_and_gives_none(tmp_path, monkeypatch):
     missing = str(tmp_path / "no-such-cc")
     with pytest.raises(OSError, match="no-such-cc"):
-        native.build("seedconv", tmp_path, compiler=missing)
+        native.build("convblocks", tmp_path, compiler=missing)
     assert not list(tmp_path.glob("*.so*"))  # nothing half-built left behind
     monkeypatch.setenv("CC", missing)
     monkeypatch.setattr(native, "default_cache_dir", lambda: tmp_path)
-    with pytest.warns(RuntimeWarning, match="could not compile its seedconv.c kernel"):
-        assert native.load.__wrapped__("seedconv") is None
+    with pytest.warns(RuntimeWarning, match="could not compile its convblocks.c kernel"):
+        assert native.load.__wrapped__("convblocks") is None
 
 
 @pytest.mark.parametrize(
@@ -168,18 +169,125 @@ def test_other_networks_train_through_autograd(name, options):
     assert not isinstance(grads, SeedGradients)
 
 
-def test_fused_and_autograd_training_end_alike(mnist, tmp_path):
-    cfg = override(get_preset("seed"), train_limit=2000, epochs=1, precision="fp32", val_split=0.0)
+@pytest.mark.parametrize("preset, images", [("seed", 2000), ("fast", 8000)])
+def test_fused_and_autograd_training_end_alike(mnist, tmp_path, preset, images, monkeypatch):
+    stems = []  # what training got from stem_forward: a StemForward for `fast` where the kernel builds
+
+    def spy(*args):
+        stems.append(stem_forward(*args))
+        return stems[-1]
+
+    monkeypatch.setattr("digits.train.stem_forward", spy)
+    cfg = override(get_preset(preset), train_limit=images, epochs=1, precision="fp32", val_split=0.0)
     runs = [
         fit(override(cfg, fused=fused), tmp_path / str(fused), data=mnist, progress=False, log=lambda s: None)
         for fused in (True, False)
     ]
     grads = gradient_function(runs[0].model, cfg, torch.device("cpu"))
-    assert isinstance(grads, SeedGradients)
-    assert (grads.kernel is not None) == (seedconv() is not None)
-    for a, b in zip(runs[0].model.parameters(), runs[1].model.parameters()):
-        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+    if preset == "seed":
+        assert isinstance(grads, SeedGradients)
+        assert (grads.kernel is not None) == (convblocks() is not None)
+        for a, b in zip(runs[0].model.parameters(), runs[1].model.parameters()):
+            assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+    else:
+        # Not the same weights: fastnet max-pools values that tie exactly on blank backgrounds, and which
+        # of them gets the gradient turns on rounding (channels-last and channels-first PyTorch already
+        # disagree by ~1% on some gradients); then Adam's first steps, about lr times the gradient's sign,
+        # spread that. So the same accuracy, from enough steps for it to settle.
+        assert len(stems) == 2 and (stems[0] is not None) == (convblocks() is not None)
     assert abs(runs[0].test.accuracy - runs[1].test.accuracy) < 0.005
+
+
+def fastnet_with_stem(**options):
+    torch.manual_seed(0)
+    model = create_model("fastnet", stem="stride", **options).train()
+    with torch.no_grad():  # the stem's batchnorm scale and shift away from 1 and 0, so both count
+        model[1].weight.uniform_(0.5, 1.5)
+        model[1].bias.normal_()
+    return model
+
+
+@needs_compiler
+@pytest.mark.parametrize("batch", [13, 256])
+def test_stem_kernel_computes_what_autograd_computes_on_mnist(mnist, batch):
+    # Real digits: blank backgrounds make many convolutions exactly 0 and many ReLU inputs negative.
+    x, y = to_tensors(mnist.train_images[:batch], mnist.train_labels[:batch])
+    x = as_model_input(x, channels_last=True)
+    model = fastnet_with_stem(widths=[32, 24, 48])
+    twin = copy.deepcopy(model)
+    forward = stem_forward(twin, "fp32")
+    assert isinstance(forward, StemForward)
+    for step in range(2):  # the second step starts from the running averages the first one left
+        torch.manual_seed(step)
+        ref = model[:3](x)
+        g = torch.randn_like(ref) * (ref > 0)  # a gradient from above, zero where the ReLU let nothing through
+        h = forward.stem(x)
+        assert h.shape == ref.shape and h.is_contiguous(memory_format=torch.channels_last)
+        assert torch.allclose(h, ref, atol=1e-5)
+        model.zero_grad(set_to_none=True)
+        twin.zero_grad(set_to_none=True)
+        ref.backward(g)
+        h.backward(g)
+        for (name, p), q in zip(model[:3].named_parameters(), twin[:3].parameters()):
+            assert torch.allclose(q.grad, p.grad, rtol=1e-5, atol=1e-6 * p.grad.abs().max()), name
+            assert same_memory_order(q.grad, q), name  # fused Adam reads them in the parameters' order
+    for (name, a), b in zip(model.named_buffers(), twin.buffers()):
+        assert torch.allclose(a.double(), b.double(), rtol=1e-5, atol=1e-7), name
+    assert int(twin[1].num_batches_tracked) == 2
+
+
+@needs_compiler
+def test_stem_forward_is_the_whole_network(mnist):
+    x, y = to_tensors(mnist.train_images[:64], mnist.train_labels[:64])
+    x = as_model_input(x, channels_last=True)
+    model = fastnet_with_stem()
+    logits = stem_forward(copy.deepcopy(model))(x)
+    assert torch.allclose(logits, model(x), atol=1e-4)
+
+
+@needs_compiler
+def test_stem_kernel_in_bf16_is_close_to_float32(mnist):
+    x, y = to_tensors(mnist.train_images[:256], mnist.train_labels[:256])
+    x = as_model_input(x, channels_last=True)
+    model = fastnet_with_stem().to(memory_format=torch.channels_last)
+    F.cross_entropy(model(x), y).backward()
+    ref = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    forward = stem_forward(model, "bf16")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert forward.stem(x).dtype == torch.bfloat16
+        logits = forward(x)
+    F.cross_entropy(logits.float(), y).backward()
+    # The rest of the network runs in bfloat16 either way: autocast alone scored 0.992-1.0 here.
+    for p, g in zip(model.parameters(), ref):
+        assert p.grad.dtype == torch.float32
+        assert F.cosine_similarity(p.grad.flatten(), g.flatten(), dim=0) > 0.98
+
+
+@needs_compiler
+def test_stem_forward_in_eval_mode_is_the_models_own():
+    model = fastnet_with_stem().eval()
+    x = torch.rand(5, 1, 28, 28)
+    assert torch.equal(stem_forward(model)(x), model(x))
+    assert int(model[1].num_batches_tracked) == 0
+
+
+@needs_compiler
+def test_stem_kernel_refuses_images_that_are_not_28x28():
+    with pytest.raises(ValueError, match=r"\(batch, 1, 28, 28\)"):
+        stem_forward(fastnet_with_stem())(torch.rand(2, 1, 32, 32))
+
+
+def test_only_a_stride_2_stem_the_kernel_serves_gets_one():
+    assert stem_layers(create_model("fastnet", stem="stride")) is not None
+    assert stem_layers(create_model("fastnet")) is None  # convolution then max-pool: no stride-2 stem
+    assert stem_layers(create_model("seed")) is None
+    assert stem_forward(create_model("fastnet", stem="stride", widths=[24, 32, 64])) is None
+    assert stem_forward(create_model("fastnet", stem="stride").double()) is None
+    if convblocks() is not None:
+        assert stem_forward(create_model("fastnet", stem="stride"), "bf16") is not None
+    with pytest.raises(ValueError, match="stride-2 stem"):
+        StemForward(create_model("fastnet"), convblocks())
 
 
 FAULTS = """

@@ -174,7 +174,7 @@ class TrainConfig:
     # how it runs: these change speed, not the recipe
     precision: str = "bf16"  # autocast dtype for matmuls/convs; bf16 uses the CPU's AMX units
     channels_last: bool = True
-    fused: bool = True  # seed network on CPU: hand-written forward/backward, same gradients (digits.fused)
+    fused: bool = True  # on CPU: hand-written passes for the seed network and fastnet's stem (digits.fused)
     threads: int = 0  # torch intra-op threads (0 = leave torch's default: one per core)
     eval_batch_size: int = EVAL_BATCH_SIZE
     device: str = "cpu"  # cpu | cuda | auto

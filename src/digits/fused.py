@@ -1,21 +1,26 @@
-"""A hand-written forward and backward pass for the article's network, for speed on CPUs.
+"""Hand-written passes for two networks' first blocks, for speed on CPUs; same results as autograd.
 
-At the article's batch of 32, a training step of the seed network is small kernels plus the overhead
-around them (autograd's graph, autocast's casts). ``SeedGradients`` computes the same loss and the same
-gradients as autograd, without building a graph and with fewer tensor operations, and leaves them in
-``p.grad``, so the optimizer step, schedules, checkpoints and resume are unchanged. It is used only when
-``seed_layers`` recognises the network; everything else trains through autograd. tests/test_fused.py
-checks the gradients against autograd's in float64.
+At MNIST's sizes a first block (a convolution of one input channel and what follows it) is several small
+PyTorch kernels, mostly overhead for a few million multiply-adds. The C kernels in ``digits/convblocks.c``
+(compiled on first use, ``digits.native``) do each block in one pass forward and one or two back. Both
+serve float32 models with a multiple of 16 channels; elsewhere, or without a C compiler, training runs
+as before. With bf16 a kernel convolves in float32 and stores only its output in bfloat16, which is
+closer to float32 than autocast's bfloat16 convolution. tests/test_fused.py checks them against autograd.
 
+``SeedGradients``: the article's network. At its batch of 32 a whole training step is small kernels plus
+the overhead around them (autograd's graph, autocast's casts), so this computes the loss and every
+gradient without building a graph and leaves them in ``p.grad``; the optimizer step, schedules,
+checkpoints and resume are unchanged. It is used only when ``seed_layers`` recognises the network.
 What it does differently, none of which changes the function:
-  * runs the first block (convolution, bias, ReLU, max-pool) and its backward pass in the C kernel
-    ``digits/seedconv.c`` where it compiles (float32 models, a multiple of 16 channels); otherwise
+  * runs the first block (convolution, bias, ReLU, max-pool) in C where the kernel serves; otherwise
     with PyTorch operations, max-pooling before the ReLU (relu(max(x)) = max(relu(x))) so the ReLU
     runs on a quarter of the values;
   * keeps activations channels-last end to end (the model flattens in height-width-channel order);
   * skips the input gradient of the first convolution, which nothing needs.
-With bf16 the kernel convolves in float32 and stores its output in bfloat16 for the matrix products,
-which is closer to float32 than autocast's bfloat16 convolution.
+
+``StemForward``: fastnet with its stride-2 stem (the ``fast`` preset). Its step is dominated by later
+convolutions that oneDNN runs well, so only the stem (convolution, batchnorm with the batch's
+statistics, ReLU) runs in C, as an autograd function; the rest of the network runs through autograd.
 """
 
 from __future__ import annotations
@@ -32,19 +37,36 @@ from digits import native
 from digits.models.layers import FlattenHWC
 
 Grads = tuple[torch.Tensor, torch.Tensor]  # (loss, logits)
-KERNEL_CHANNELS = 16  # seedconv.c works on channels in groups of this many
+KERNEL_CHANNELS = 16  # convblocks.c works on channels in groups of this many
 
 
 @functools.cache
-def seedconv() -> ctypes.CDLL | None:
-    """The compiled ``digits/seedconv.c`` with its two functions typed, or None where it cannot be built."""
-    lib = native.load("seedconv")
+def convblocks() -> ctypes.CDLL | None:
+    """The compiled ``digits/convblocks.c`` with its functions typed, or None where it cannot be built."""
+    lib = native.load("convblocks")
     if lib is not None:
-        ptr, i64, flag = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+        ptr, i64, flag, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
         lib.conv_pool_forward.argtypes = [ptr, ptr, ptr, i64, i64, ptr, flag, ptr]
         lib.conv_pool_backward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, flag, ptr, ptr]
-        lib.conv_pool_forward.restype = lib.conv_pool_backward.restype = None
+        lib.stem_forward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, f64, ptr, ptr, flag, ptr, ptr]
+        lib.stem_backward.argtypes = [ptr, ptr, ptr, ptr, ptr, f64, ptr, ptr, i64, i64, flag, ptr, ptr, ptr]
+        for fn in (lib.conv_pool_forward, lib.conv_pool_backward, lib.stem_forward, lib.stem_backward):
+            fn.restype = None
     return lib
+
+
+def _kernel_serves(weight: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether convblocks.c computes for these first-layer weights, activations in ``dtype``."""
+    return (
+        weight.dtype == torch.float32
+        and dtype in (torch.float32, torch.bfloat16)
+        and weight.shape[0] % KERNEL_CHANNELS == 0
+    )
+
+
+def _check_28x28(x: torch.Tensor, network: str) -> None:  # the kernels read 28x28 images; the networks need them
+    if tuple(x.shape[1:]) != (1, 28, 28):
+        raise ValueError(f"the {network} network takes (batch, 1, 28, 28) images, got {tuple(x.shape)}")
 
 
 def seed_layers(model: nn.Module) -> tuple[nn.Conv2d, nn.Linear, nn.Linear, float] | None:
@@ -94,12 +116,7 @@ class SeedGradients:
         self.conv, self.hidden, self.out, self.rate = layers
         self.dtype = torch.bfloat16 if precision == "bf16" else self.conv.weight.dtype
         self.label_smoothing = label_smoothing
-        fits = (
-            self.conv.weight.dtype == torch.float32
-            and self.dtype in (torch.float32, torch.bfloat16)
-            and self.conv.out_channels % KERNEL_CHANNELS == 0
-        )
-        self.kernel = seedconv() if use_kernel and fits else None
+        self.kernel = convblocks() if use_kernel and _kernel_serves(self.conv.weight, self.dtype) else None
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> Grads:
@@ -136,12 +153,11 @@ class SeedGradients:
         return loss, logits
 
     def _first_block_kernel(self, x: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], None]]:
-        """Convolution, ReLU and max-pool in seedconv.c: (flat activations, their backward pass)."""
+        """Convolution, ReLU and max-pool in convblocks.c: (flat activations, their backward pass)."""
         conv, kernel, conv_bias = self.conv, self.kernel, self.conv.bias
         assert kernel is not None and conv_bias is not None  # checked by __init__ and seed_layers
         n, c = x.shape[0], conv.out_channels
-        if tuple(x.shape[1:]) != (1, 28, 28):  # the kernel reads 28x28 images; the network needs them anyway
-            raise ValueError(f"the seed network takes (batch, 1, 28, 28) images, got {tuple(x.shape)}")
+        _check_28x28(x, "seed")
         x = x.float().contiguous()  # (n, 1, 28, 28): with one channel, channels-last is the same memory
         wt = conv.weight.reshape(c, 9).t().contiguous()
         bias = conv_bias.contiguous()
@@ -188,3 +204,112 @@ class SeedGradients:
             conv_bias.grad = gb0.to(pdt)
 
         return flat, backward
+
+
+def stem_layers(model: nn.Module) -> tuple[nn.Conv2d, nn.BatchNorm2d] | None:
+    """(conv, batchnorm) of a network that starts with fastnet's stride-2 stem, or None for any other model.
+
+    The stem: Conv2d(1, C, 3, stride=2, padding=1, bias=False) -> BatchNorm2d(C) -> ReLU, the first three
+    layers of an nn.Sequential (``create_model("fastnet", stem="stride")``).
+    """
+    layers = list(model.children())[:3]
+    kinds = [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+    if not isinstance(model, nn.Sequential) or [type(layer) for layer in layers] != kinds:
+        return None
+    conv, bn = cast(nn.Conv2d, layers[0]), cast(nn.BatchNorm2d, layers[1])  # types checked above
+    plain_conv = (
+        conv.in_channels == 1
+        and conv.kernel_size == (3, 3)
+        and conv.stride == (2, 2)
+        and conv.padding == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.bias is None
+        and conv.padding_mode == "zeros"
+    )
+    plain_bn = bn.affine and bn.track_running_stats and isinstance(bn.momentum, float)
+    return (conv, bn) if plain_conv and plain_bn else None
+
+
+class StemForward:
+    """``model(x)`` in training mode, with the stride-2 stem computed by convblocks.c.
+
+    The same function and gradients as the model's own forward (the batchnorm normalises with the batch's
+    statistics and updates its running averages as ``nn.BatchNorm2d`` does); in eval mode it is the
+    model's own forward. ``stem_forward(model, precision)`` builds one where the kernel serves the model.
+    """
+
+    def __init__(self, model: nn.Module, kernel: ctypes.CDLL, precision: str = "fp32") -> None:
+        layers = stem_layers(model)
+        if layers is None:
+            raise ValueError("StemForward needs a network that starts with fastnet's stride-2 stem")
+        self.model, self.kernel = model, kernel
+        self.conv, self.bn = layers
+        self.rest = cast(nn.Sequential, model)[3:]  # shares the model's layers
+        self.dtype = torch.bfloat16 if precision == "bf16" else self.conv.weight.dtype
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.bn.training:
+            return self.model(x)
+        return self.rest(self.stem(x))
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem alone, in training mode: (B, 1, 28, 28) -> (B, C, 14, 14), channels-last."""
+        return cast(torch.Tensor, _StemFunction.apply(x, self.conv.weight, self.bn.weight, self.bn.bias, self))
+
+
+def stem_forward(model: nn.Module, precision: str = "fp32") -> StemForward | None:
+    """A ``StemForward`` for ``model``, or None where it has no stride-2 stem or the kernel does not serve it."""
+    layers = stem_layers(model)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    if layers is None or not _kernel_serves(layers[0].weight, dtype) or layers[1].weight.dtype != torch.float32:
+        return None
+    kernel = convblocks()
+    return StemForward(model, kernel, precision) if kernel is not None else None
+
+
+class _StemFunction(torch.autograd.Function):
+    """Convolution, batchnorm (batch statistics) and ReLU of the stem: (B, 1, 28, 28) -> (B, C, 14, 14)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, stem: StemForward
+    ) -> torch.Tensor:
+        _check_28x28(x, "fastnet")
+        bn, n, c = stem.bn, x.shape[0], weight.shape[0]
+        x = x.float().contiguous()  # (n, 1, 28, 28): with one channel, channels-last is the same memory
+        wt = weight.reshape(c, 9).t().contiguous()
+        conv = torch.empty(n, 14, 14, c)
+        h = torch.empty(n, c, 14, 14, dtype=stem.dtype, memory_format=torch.channels_last)
+        mean, var = torch.empty(c), torch.empty(c)
+        bf16 = int(stem.dtype == torch.bfloat16)
+        stem.kernel.stem_forward(
+            x.data_ptr(), wt.data_ptr(), gamma.contiguous().data_ptr(), beta.contiguous().data_ptr(), n, c,
+            bn.eps, conv.data_ptr(), h.data_ptr(), bf16, mean.data_ptr(), var.data_ptr(),
+        )  # fmt: skip
+        # The running averages, as BatchNorm2d keeps them: momentum-weighted, the variance unbiased.
+        # (stem_layers admits only a batchnorm that tracks them, with a float momentum.)
+        running_mean, running_var, batches = (
+            cast(torch.Tensor, t) for t in (bn.running_mean, bn.running_var, bn.num_batches_tracked)
+        )
+        momentum, count = cast(float, bn.momentum), n * 14 * 14
+        running_mean.lerp_(mean, momentum)
+        running_var.lerp_(var * (count / (count - 1)), momentum)
+        batches.add_(1)
+        ctx.save_for_backward(x, conv, gamma, mean, var, h)
+        ctx.stem = stem
+        return h
+
+    @staticmethod
+    def backward(ctx: Any, gh: torch.Tensor) -> tuple[None, torch.Tensor, torch.Tensor, torch.Tensor, None]:
+        x, conv, gamma, mean, var, h = ctx.saved_tensors
+        stem, n, c = ctx.stem, x.shape[0], conv.shape[3]
+        gh = gh.to(h.dtype).contiguous(memory_format=torch.channels_last)
+        gwt, ggamma, gbeta = torch.empty(9, c), torch.empty(c), torch.empty(c)
+        stem.kernel.stem_backward(
+            x.data_ptr(), conv.data_ptr(), gamma.contiguous().data_ptr(), mean.data_ptr(), var.data_ptr(),
+            stem.bn.eps, h.data_ptr(), gh.data_ptr(), n, c, int(h.dtype == torch.bfloat16),
+            gwt.data_ptr(), ggamma.data_ptr(), gbeta.data_ptr(),
+        )  # fmt: skip
+        # contiguous: the optimizer's fused Adam reads a gradient in the parameter's memory order
+        return None, gwt.t().contiguous().view(c, 1, 3, 3), ggamma, gbeta, None
