@@ -278,8 +278,23 @@ def test_stem_kernel_refuses_images_that_are_not_28x28():
         stem_forward(fastnet_with_stem())(torch.rand(2, 1, 32, 32))
 
 
+@needs_compiler
+def test_a_fixed_stem_gets_no_gradients_and_stops_the_backward_pass(mnist):
+    x, y = to_tensors(mnist.train_images[:64], mnist.train_labels[:64])
+    x = as_model_input(x, channels_last=True)
+    model = create_model("fastnet", stem="dct").train()
+    forward = stem_forward(copy.deepcopy(model))
+    assert isinstance(forward, StemForward)
+    h = forward.stem(x)
+    assert not h.requires_grad  # nothing to train in it: autograd records nothing
+    assert torch.allclose(h, model[:3](x), atol=1e-5)
+    F.cross_entropy(forward(x), y).backward()
+    assert forward.conv.weight.grad is None and forward.rest[0].weight.grad is not None
+
+
 def test_only_a_stride_2_stem_the_kernel_serves_gets_one():
     assert stem_layers(create_model("fastnet", stem="stride")) is not None
+    assert stem_layers(create_model("fastnet", stem="dct")) is not None
     assert stem_layers(create_model("fastnet")) is None  # convolution then max-pool: no stride-2 stem
     assert stem_layers(create_model("seed")) is None
     assert stem_forward(create_model("fastnet", stem="stride", widths=[24, 32, 64])) is None

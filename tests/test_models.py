@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from digits.models import count_parameters, create_model, list_models, model_options, summary
+from digits.models.layers import dct_filters
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -96,3 +97,25 @@ def test_fastnet_stride_stem_replaces_the_full_resolution_pool():
         create_model("fastnet", stem="patchify")
     with pytest.raises(ValueError, match="three positive channel counts"):
         create_model("fastnet", widths=[16, 32])
+
+
+def test_dct_filters_are_an_orthonormal_basis_and_its_negatives():
+    filters = dct_filters(18).flatten(1)  # (18, 9)
+    basis = filters[0::2]
+    assert torch.equal(filters[1::2], -basis)
+    assert torch.allclose(basis @ basis.T, torch.eye(9), atol=1e-6)
+    assert torch.allclose(basis[0], torch.full((9,), 1 / 3))  # lowest frequency first: local brightness
+    assert torch.equal(dct_filters(16), dct_filters(18)[:16])
+    with pytest.raises(ValueError, match="1 to 18 filters"):
+        dct_filters(19)
+
+
+def test_fastnet_dct_stem_is_fixed():
+    model = create_model("fastnet", stem="dct", widths=[16, 24, 48])
+    conv, bn = model[0], model[1]
+    assert conv.stride == (2, 2) and torch.equal(conv.weight, dct_filters(16))
+    assert not conv.weight.requires_grad and not bn.affine
+    torch.nn.functional.cross_entropy(model(torch.rand(4, 1, 28, 28)), torch.arange(4)).backward()
+    assert conv.weight.grad is None and model[3].weight.grad is not None
+    with pytest.raises(ValueError, match="1 to 18 filters"):
+        create_model("fastnet", stem="dct", widths=[24, 24, 48])

@@ -8,6 +8,7 @@ from digits.checkpoint import CHECKPOINT_NAME, load_weights
 from digits.config import PRESETS, TrainConfig, get_preset, override
 from digits.evaluate import evaluate, to_tensors
 from digits.models import create_model
+from digits.models.layers import dct_filters
 from digits.train import fit, lr_factor, split_train_val
 
 SMALL = override(get_preset("seed"), train_limit=5000, epochs=2, batch_size=64)
@@ -86,6 +87,20 @@ def test_resume_ends_where_an_uninterrupted_run_ends(mnist, tmp_path, monkeypatc
         assert torch.equal(p, q)
     assert resumed.test.accuracy == full.test.accuracy
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+
+
+def test_a_fixed_first_layer_stays_fixed_through_training_and_resume(mnist, tmp_path, monkeypatch):
+    cfg = override(get_preset("fast"), train_limit=2048, epochs=2)  # the fast preset's DCT stem
+    full = fit(cfg, tmp_path / "full", data=mnist, progress=False, log=lambda s: None)
+    assert torch.equal(full.model[0].weight, dct_filters(16))
+    monkeypatch.setattr(train_mod, "train_one_epoch", _interrupt_second_epoch(train_mod.train_one_epoch))
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, tmp_path / "cut", data=mnist, progress=False, log=lambda s: None)
+    monkeypatch.undo()
+    resumed = fit(cfg, tmp_path / "cut", data=mnist, resume=True, progress=False, log=lambda s: None)
+    for p, q in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(p, q)
+    assert not resumed.model[0].weight.requires_grad
 
 
 def test_resume_refuses_a_different_config(mnist, tmp_path, monkeypatch):

@@ -233,12 +233,15 @@ PRESETS: dict[str, TrainConfig] = {
     # A good model in seconds: a small BN convnet, one pass over the first 40,000 training images at batch
     # 256 with a one-cycle learning rate (Smith & Topin 2017), so the few steps there are all count. The
     # stride-2 first layer and narrower blocks (16-24-48) train ~30% faster than fastnet's default; the
-    # higher peak LR (0.02) won back what the narrower blocks lost at 0.01. 40,000 images rather than all
-    # 60,000 is the time budget (2 s here): beta1 = 0.8 made up for the third left out (held-out accuracy on
-    # training images 40,000-60,000, 5 seeds: 98.69% against 98.60% with beta1 = 0.9).
+    # higher peak LR (0.02) won back what the narrower blocks lost at 0.01. The first layer is fixed (the
+    # DCT stem), which saves its backward pass and the second convolution's input gradient: ~15% a step.
+    # 40,000 images rather than all 60,000 is the time budget (2 s here). Chosen on held-out training
+    # images (trained on the first N, scored on 40,000-60,000, never the test set; 5 seeds), N = 40,000:
+    # a learned first layer 98.65%, the DCT stem 98.63%; beta1 = 0.8 98.69% against 98.60% with 0.9 (an
+    # earlier session); label smoothing 0.1 98.84% learned, 98.78% DCT (0.15: 98.75% at N = 36,000).
     "fast": TrainConfig(
         model="fastnet",
-        model_options={"stem": "stride", "widths": [16, 24, 48]},
+        model_options={"stem": "dct", "widths": [16, 24, 48]},
         epochs=1,
         batch_size=256,
         lr=0.02,
@@ -246,6 +249,7 @@ PRESETS: dict[str, TrainConfig] = {
         eps=1e-8,
         schedule="onecycle",
         warmup=0.25,
+        label_smoothing=0.1,
         val_split=0.0,
         train_limit=40_000,
     ),

@@ -210,7 +210,8 @@ def stem_layers(model: nn.Module) -> tuple[nn.Conv2d, nn.BatchNorm2d] | None:
     """(conv, batchnorm) of a network that starts with fastnet's stride-2 stem, or None for any other model.
 
     The stem: Conv2d(1, C, 3, stride=2, padding=1, bias=False) -> BatchNorm2d(C) -> ReLU, the first three
-    layers of an nn.Sequential (``create_model("fastnet", stem="stride")``).
+    layers of an nn.Sequential (``create_model("fastnet", stem="stride")``, or ``stem="dct"``, whose
+    convolution is fixed and whose batchnorm has no scale and shift).
     """
     layers = list(model.children())[:3]
     kinds = [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
@@ -227,7 +228,7 @@ def stem_layers(model: nn.Module) -> tuple[nn.Conv2d, nn.BatchNorm2d] | None:
         and conv.bias is None
         and conv.padding_mode == "zeros"
     )
-    plain_bn = bn.affine and bn.track_running_stats and isinstance(bn.momentum, float)
+    plain_bn = bn.track_running_stats and isinstance(bn.momentum, float)
     return (conv, bn) if plain_conv and plain_bn else None
 
 
@@ -254,15 +255,24 @@ class StemForward:
         return self.rest(self.stem(x))
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
-        """The stem alone, in training mode: (B, 1, 28, 28) -> (B, C, 14, 14), channels-last."""
-        return cast(torch.Tensor, _StemFunction.apply(x, self.conv.weight, self.bn.weight, self.bn.bias, self))
+        """The stem alone, in training mode: (B, 1, 28, 28) -> (B, C, 14, 14), channels-last.
+
+        Where nothing in it is trained (``stem="dct"``) autograd records nothing, and the backward pass
+        stops at the second convolution's weights.
+        """
+        gamma, beta = self.bn.weight, self.bn.bias
+        if gamma is None or beta is None:  # a batchnorm without scale and shift
+            gamma, beta = torch.ones(self.bn.num_features), torch.zeros(self.bn.num_features)
+        return cast(torch.Tensor, _StemFunction.apply(x, self.conv.weight, gamma, beta, self))
 
 
 def stem_forward(model: nn.Module, precision: str = "fp32") -> StemForward | None:
     """A ``StemForward`` for ``model``, or None where it has no stride-2 stem or the kernel does not serve it."""
     layers = stem_layers(model)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    if layers is None or not _kernel_serves(layers[0].weight, dtype) or layers[1].weight.dtype != torch.float32:
+    if layers is None or not _kernel_serves(layers[0].weight, dtype):
+        return None
+    if any(p.dtype != torch.float32 for p in layers[1].state_dict().values() if p.is_floating_point()):
         return None
     kernel = convblocks()
     return StemForward(model, kernel, precision) if kernel is not None else None
@@ -301,7 +311,7 @@ class _StemFunction(torch.autograd.Function):
         return h
 
     @staticmethod
-    def backward(ctx: Any, gh: torch.Tensor) -> tuple[None, torch.Tensor, torch.Tensor, torch.Tensor, None]:
+    def backward(ctx: Any, gh: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, conv, gamma, mean, var, h = ctx.saved_tensors
         stem, n, c = ctx.stem, x.shape[0], conv.shape[3]
         gh = gh.to(h.dtype).contiguous(memory_format=torch.channels_last)
@@ -312,4 +322,5 @@ class _StemFunction(torch.autograd.Function):
             gwt.data_ptr(), ggamma.data_ptr(), gbeta.data_ptr(),
         )  # fmt: skip
         # contiguous: the optimizer's fused Adam reads a gradient in the parameter's memory order
-        return None, gwt.t().contiguous().view(c, 1, 3, 3), ggamma, gbeta, None
+        grads = (None, gwt.t().contiguous().view(c, 1, 3, 3), ggamma, gbeta, None)
+        return tuple(g if needed else None for g, needed in zip(grads, ctx.needs_input_grad))

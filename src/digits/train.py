@@ -342,7 +342,7 @@ def fit(
     model = create_model(cfg.model, **cfg.model_options).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    optimizer = make_optimizer(cfg, list(model.parameters()))
+    optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])  # not fixed layers
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s, steps_per_epoch))
     ema = copy.deepcopy(model) if cfg.ema else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -18,6 +20,27 @@ def activation(name: str) -> nn.Module:
         return ACTIVATIONS[name]()
     except KeyError:
         raise ValueError(f"unknown activation {name!r}; choose one of: {', '.join(ACTIVATIONS)}") from None
+
+
+def dct_filters(n: int) -> torch.Tensor:
+    """(n, 1, 3, 3): the 3x3 DCT-II basis, lowest frequencies first, each filter followed by its negative.
+
+    Nine orthonormal filters (local brightness, then horizontal and vertical change, ...) span every 3x3
+    patch; with the negatives a ReLU after them keeps both signs. n may be at most 18.
+    """
+    if not 1 <= n <= 18:
+        raise ValueError(f"a 3x3 DCT filter bank has 1 to 18 filters (9 and their negatives), asked for {n}")
+
+    def basis(u: int, v: int) -> torch.Tensor:
+        cu = torch.tensor([math.cos(math.pi * (2 * i + 1) * u / 6) for i in range(3)])
+        cv = torch.tensor([math.cos(math.pi * (2 * j + 1) * v / 6) for j in range(3)])
+        f = torch.outer(cu, cv)
+        f = torch.where(f.abs() < 1e-9, 0.0, f)  # cos(pi/2) is 6e-17 in floating point, not 0
+        return f / f.norm()
+
+    by_frequency = sorted(((u, v) for u in range(3) for v in range(3)), key=lambda uv: (uv[0] + uv[1], uv))
+    filters = [sign * basis(u, v) for u, v in by_frequency for sign in (1.0, -1.0)]
+    return torch.stack(filters[:n]).unsqueeze(1)
 
 
 class FlattenHWC(nn.Module):
