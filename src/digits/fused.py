@@ -18,9 +18,10 @@ What it does differently, none of which changes the function:
   * keeps activations channels-last end to end (the model flattens in height-width-channel order);
   * skips the input gradient of the first convolution, which nothing needs.
 
-``StemForward``: fastnet with its stride-2 stem (the ``fast`` preset). Its step is dominated by later
-convolutions that oneDNN runs well, so only the stem (convolution, batchnorm with the batch's
-statistics, ReLU) runs in C, as an autograd function; the rest of the network runs through autograd.
+``StemForward``: fastnet with a stride-2 stem, learned (``stem="stride"``) or fixed (``stem="dct"``, the
+``fast`` preset). Its step is dominated by later convolutions that oneDNN runs well, so only the stem
+(convolution, batchnorm with the batch's statistics, ReLU) runs in C, as an autograd function; the rest
+of the network runs through autograd. A fixed stem has no backward pass at all.
 """
 
 from __future__ import annotations
@@ -289,12 +290,13 @@ class _StemFunction(torch.autograd.Function):
         bn, n, c = stem.bn, x.shape[0], weight.shape[0]
         x = x.float().contiguous()  # (n, 1, 28, 28): with one channel, channels-last is the same memory
         wt = weight.reshape(c, 9).t().contiguous()
+        gamma, beta = gamma.contiguous(), beta.contiguous()  # held here: the kernel reads their memory
         conv = torch.empty(n, 14, 14, c)
         h = torch.empty(n, c, 14, 14, dtype=stem.dtype, memory_format=torch.channels_last)
         mean, var = torch.empty(c), torch.empty(c)
         bf16 = int(stem.dtype == torch.bfloat16)
         stem.kernel.stem_forward(
-            x.data_ptr(), wt.data_ptr(), gamma.contiguous().data_ptr(), beta.contiguous().data_ptr(), n, c,
+            x.data_ptr(), wt.data_ptr(), gamma.data_ptr(), beta.data_ptr(), n, c,
             bn.eps, conv.data_ptr(), h.data_ptr(), bf16, mean.data_ptr(), var.data_ptr(),
         )  # fmt: skip
         # The running averages, as BatchNorm2d keeps them: momentum-weighted, the variance unbiased.
@@ -317,7 +319,7 @@ class _StemFunction(torch.autograd.Function):
         gh = gh.to(h.dtype).contiguous(memory_format=torch.channels_last)
         gwt, ggamma, gbeta = torch.empty(9, c), torch.empty(c), torch.empty(c)
         stem.kernel.stem_backward(
-            x.data_ptr(), conv.data_ptr(), gamma.contiguous().data_ptr(), mean.data_ptr(), var.data_ptr(),
+            x.data_ptr(), conv.data_ptr(), gamma.data_ptr(), mean.data_ptr(), var.data_ptr(),
             stem.bn.eps, h.data_ptr(), gh.data_ptr(), n, c, int(h.dtype == torch.bfloat16),
             gwt.data_ptr(), ggamma.data_ptr(), gbeta.data_ptr(),
         )  # fmt: skip
