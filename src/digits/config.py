@@ -234,7 +234,7 @@ PRESETS: dict[str, TrainConfig] = {
     # 256 with a one-cycle learning rate (Smith & Topin 2017), so the few steps there are all count. The
     # stride-2 first layer and narrower blocks (16-24-48) train ~30% faster than fastnet's default; the
     # higher peak LR (0.02) won back what the narrower blocks lost at 0.01. The first layer is fixed (the
-    # DCT stem), which saves its backward pass and the second convolution's input gradient: ~15% a step.
+    # DCT stem), which saves its backward pass and the second convolution's input gradient: ~10% a step.
     # 40,000 images rather than all 60,000 is the time budget (2 s here). Chosen on held-out training
     # images (trained on the first N, scored on 40,000-60,000, never the test set; 5 seeds), N = 40,000:
     # a learned first layer 98.65%, the DCT stem 98.63%; beta1 = 0.8 98.69% against 98.60% with 0.9 (an

@@ -70,6 +70,20 @@ def _check_28x28(x: torch.Tensor, network: str) -> None:  # the kernels read 28x
         raise ValueError(f"the {network} network takes (batch, 1, 28, 28) images, got {tuple(x.shape)}")
 
 
+def _one_channel_3x3(conv: nn.Conv2d, stride: int, padding: int, bias: bool) -> bool:
+    """Whether ``conv`` is the plain 3x3 convolution of one input channel that convblocks.c computes."""
+    return (
+        conv.in_channels == 1
+        and conv.kernel_size == (3, 3)
+        and conv.stride == (stride, stride)
+        and conv.padding == (padding, padding)
+        and conv.padding_mode == "zeros"
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and (conv.bias is not None) == bias
+    )
+
+
 def seed_layers(model: nn.Module) -> tuple[nn.Conv2d, nn.Linear, nn.Linear, float] | None:
     """(conv, hidden, output, dropout rate) of a seed-shaped network, or None for any other model.
 
@@ -83,15 +97,7 @@ def seed_layers(model: nn.Module) -> tuple[nn.Conv2d, nn.Linear, nn.Linear, floa
     if not all(type(layer) is kind for layer, kind in zip(layers, kinds)):
         return None
     conv, pool, hidden, dropout, out = (cast(Any, layers[i]) for i in (0, 2, 4, 6, 7))  # types checked above
-    plain_conv = (
-        conv.in_channels == 1
-        and conv.kernel_size == (3, 3)
-        and conv.stride == (1, 1)
-        and conv.padding == (0, 0)
-        and conv.dilation == (1, 1)
-        and conv.groups == 1
-        and conv.bias is not None
-    )
+    plain_conv = _one_channel_3x3(conv, stride=1, padding=0, bias=True)
     plain_pool = pool.kernel_size in (2, (2, 2)) and pool.stride in (2, (2, 2)) and pool.padding in (0, (0, 0))
     plain_pool = plain_pool and pool.dilation in (1, (1, 1)) and not pool.ceil_mode and not pool.return_indices
     if not (plain_conv and plain_pool):
@@ -219,16 +225,7 @@ def stem_layers(model: nn.Module) -> tuple[nn.Conv2d, nn.BatchNorm2d] | None:
     if not isinstance(model, nn.Sequential) or [type(layer) for layer in layers] != kinds:
         return None
     conv, bn = cast(nn.Conv2d, layers[0]), cast(nn.BatchNorm2d, layers[1])  # types checked above
-    plain_conv = (
-        conv.in_channels == 1
-        and conv.kernel_size == (3, 3)
-        and conv.stride == (2, 2)
-        and conv.padding == (1, 1)
-        and conv.dilation == (1, 1)
-        and conv.groups == 1
-        and conv.bias is None
-        and conv.padding_mode == "zeros"
-    )
+    plain_conv = _one_channel_3x3(conv, stride=2, padding=1, bias=False)
     plain_bn = bn.track_running_stats and isinstance(bn.momentum, float)
     return (conv, bn) if plain_conv and plain_bn else None
 
