@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from digits.checkpoint import load_weights
 from digits.cli import main
 
 
@@ -49,11 +50,14 @@ def test_bad_inputs_are_clear_errors_not_tracebacks(capsys, tmp_path):
     assert code != 0 and "nothing to resume" in err
 
 
-def test_train_json_then_evaluate(capsys, tmp_path, mnist_dir):
+@pytest.mark.parametrize("preset", ["seed", "fast"])  # fast: a model with tta, evaluated in bf16
+def test_train_json_then_evaluate(capsys, tmp_path, mnist_dir, preset):
     out_dir = tmp_path / "run"
     code, out, err = run_cli(
         capsys,
         "train",
+        "--preset",
+        preset,
         "--data-dir",
         str(mnist_dir),
         "--train-limit",
@@ -76,7 +80,8 @@ def test_train_json_then_evaluate(capsys, tmp_path, mnist_dir):
     code, out, _ = run_cli(capsys, "evaluate", str(out_dir), "--data-dir", str(mnist_dir), "--json")
     assert code == 0
     report = json.loads(out)
-    assert report["accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-9)
+    assert report["accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-9)  # at the run's precision:
+    assert load_weights(out_dir)[1]["eval_precision"] == ("bf16" if preset == "fast" else "fp32")
     assert len(report["per_class"]["f1"]) == 10 and sum(map(sum, report["confusion"])) == 10_000
     assert (out_dir / "confusion.png").stat().st_size > 1000 and (out_dir / "mistakes.png").stat().st_size > 1000
 

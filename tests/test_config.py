@@ -46,6 +46,8 @@ def test_config_is_frozen_and_overrides_validate():
         override(cfg, optimizer="lbfgs")
     with pytest.raises(ValueError, match="unknown training config fields"):
         override(cfg, learning_rate=0.1)
+    with pytest.raises(ValueError, match="eval_precision must be one of fp32, bf16"):
+        override(cfg, eval_precision="fp16")
     with pytest.raises(ValueError, match="unknown preset"):
         get_preset("turbo")
 

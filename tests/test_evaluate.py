@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from digits.evaluate import EvalResult, evaluate, shift_images
+from digits.evaluate import EvalResult, evaluate
 from digits.models import create_model
+from digits.models.layers import shift_images
 
 
 def test_shift_moves_pixels_and_fills_with_background():

@@ -101,3 +101,15 @@ def test_the_shipped_onnx_is_the_shipped_weights(mnist):
     _, meta = load_weights(DEFAULT_SAFETENSORS)
     exported = read_metadata(DEFAULT_ONNX)
     assert exported["temperature"] == pytest.approx(meta["temperature"]) and exported["int8"] is False
+
+
+def test_a_model_with_tta_exports_its_shifts_too(tmp_path, mnist):
+    torch.manual_seed(0)
+    model = create_model("fastnet", stem="dct", widths=[16, 24, 48], tta=True).eval()
+    path = export_onnx(model, tmp_path / "tta.onnx")
+    images = mnist.test_images[:64]
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(to_model_input(images))).numpy()
+        plain = model.net(torch.from_numpy(to_model_input(images))).log_softmax(1).numpy()
+    np.testing.assert_allclose(onnx_logits(path, images), expected, atol=1e-4, rtol=0)
+    assert np.abs(plain - expected).max() > 1e-3  # the shifts are in the file, not left behind

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from digits.models import count_parameters, create_model, list_models, model_options, summary
-from digits.models.layers import dct_filters
+from digits.models.layers import TTA_SHIFTS, ShiftAverage, dct_filters, shift_images
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -119,3 +119,33 @@ def test_fastnet_dct_stem_is_fixed():
     assert conv.weight.grad is None and model[3].weight.grad is not None
     with pytest.raises(ValueError, match="1 to 18 filters"):
         create_model("fastnet", stem="dct", widths=[24, 24, 48])
+
+
+def test_tta_averages_the_probabilities_of_the_image_and_its_shifts_in_eval_mode_only():
+    torch.manual_seed(0)
+    model = create_model("fastnet", stem="dct", tta=True)
+    assert isinstance(model, ShiftAverage) and model.training
+    x = torch.rand(6, 1, 28, 28)
+    net = model.net
+    torch.manual_seed(1)
+    trained = model(x)  # training mode: the network itself, batch statistics and all
+    torch.manual_seed(1)
+    assert torch.equal(trained, net(x))
+    model.eval()
+    assert not net.training  # the wrapper's mode is the network's
+    with torch.no_grad():
+        expected = torch.stack([net(shift_images(x, dy, dx)).softmax(1) for dy, dx in TTA_SHIFTS]).mean(0)
+        got = model(x)
+    assert got.shape == (6, 10)
+    torch.testing.assert_close(got.softmax(1), expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(got.exp().sum(1), torch.ones(6))  # log-probabilities: a softmax leaves them as they are
+    assert len({(dy, dx) for dy, dx in TTA_SHIFTS}) == 5 and (0, 0) in TTA_SHIFTS  # no flips, no repeats
+    assert ShiftAverage(create_model("fastnet").eval()).training is False  # starts in the network's mode
+
+
+def test_tta_is_an_option_of_every_model():
+    for name in list_models():
+        assert model_options(name)["tta"] is False
+    assert count_parameters(create_model("seed", tta=True)) == count_parameters(create_model("seed"))
+    with pytest.raises(ValueError, match="tta must be true or false"):
+        create_model("fastnet", tta="yes")

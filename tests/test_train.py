@@ -92,7 +92,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(mnist, tmp_path, monkeypatc
 def test_a_fixed_first_layer_stays_fixed_through_training_and_resume(mnist, tmp_path, monkeypatch):
     cfg = override(get_preset("fast"), train_limit=2048, epochs=2)  # the fast preset's DCT stem
     full = fit(cfg, tmp_path / "full", data=mnist, progress=False, log=lambda s: None)
-    assert torch.equal(full.model[0].weight, dct_filters(16))
+    assert torch.equal(full.model.net[0].weight, dct_filters(16))  # fast predicts through a ShiftAverage
     monkeypatch.setattr(train_mod, "train_one_epoch", _interrupt_second_epoch(train_mod.train_one_epoch))
     with pytest.raises(KeyboardInterrupt):
         fit(cfg, tmp_path / "cut", data=mnist, progress=False, log=lambda s: None)
@@ -100,7 +100,7 @@ def test_a_fixed_first_layer_stays_fixed_through_training_and_resume(mnist, tmp_
     resumed = fit(cfg, tmp_path / "cut", data=mnist, resume=True, progress=False, log=lambda s: None)
     for p, q in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.equal(p, q)
-    assert not resumed.model[0].weight.requires_grad
+    assert not resumed.model.net[0].weight.requires_grad
 
 
 def test_resume_refuses_a_different_config(mnist, tmp_path, monkeypatch):

@@ -186,7 +186,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model, meta = load_weights(args.model)
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     data = load_mnist(args.data_dir, log=log)
-    result = evaluate(model, *to_tensors(data.test_images, data.test_labels))
+    precision = meta.get("eval_precision", "fp32")  # as the run measured its test accuracy
+    result = evaluate(model, *to_tensors(data.test_images, data.test_labels), precision=precision)
     src = Path(args.model)
     out = Path(args.out) if args.out else (src if src.is_dir() else src.parent)
     out.mkdir(parents=True, exist_ok=True)

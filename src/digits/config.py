@@ -177,6 +177,7 @@ class TrainConfig:
     fused: bool = True  # on CPU: hand-written passes for the seed network and fastnet's stem (digits.fused)
     threads: int = 0  # torch intra-op threads (0 = leave torch's default: one per core)
     eval_batch_size: int = EVAL_BATCH_SIZE
+    eval_precision: str = "fp32"  # of validation and test passes; bf16 took half the time here, same accuracy
     device: str = "cpu"  # cpu | cuda | auto
     seed: int = 0
 
@@ -185,6 +186,7 @@ class TrainConfig:
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
             (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
+            (self.eval_precision in PRECISIONS, f"eval_precision must be one of {', '.join(PRECISIONS)}"),
             (self.select in SELECTIONS, f"select must be one of {', '.join(SELECTIONS)}"),
             (self.device in ("cpu", "cuda", "auto"), "device must be cpu, cuda or auto"),
             (0.0 <= self.val_split < 1.0, "val_split must be in [0, 1)"),
@@ -239,9 +241,12 @@ PRESETS: dict[str, TrainConfig] = {
     # images (trained on the first N, scored on 40,000-60,000, never the test set; 5 seeds), N = 40,000:
     # a learned first layer 98.65%, the DCT stem 98.63%; beta1 = 0.8 98.69% against 98.60% with 0.9 (an
     # earlier session); label smoothing 0.1 98.84% learned, 98.78% DCT (0.15: 98.75% at N = 36,000).
+    # The model predicts with test-time shifts (tta: the image and its four one-pixel shifts, averaged):
+    # held-out 98.80% -> 98.91% over 10 seeds, every seed +0.08 to +0.18 points (three views: 98.86%; nine:
+    # 98.91%), at five times the cost of a prediction, so it evaluates in bf16 (the same 98.91%, half the time).
     "fast": TrainConfig(
         model="fastnet",
-        model_options={"stem": "dct", "widths": [16, 24, 48]},
+        model_options={"stem": "dct", "widths": [16, 24, 48], "tta": True},
         epochs=1,
         batch_size=256,
         lr=0.02,
@@ -252,6 +257,7 @@ PRESETS: dict[str, TrainConfig] = {
         label_smoothing=0.1,
         val_split=0.0,
         train_limit=40_000,
+        eval_precision="bf16",
     ),
     # The strongest single model: Deotte's 7-conv net with his augmentation (rotation 10 degrees, zoom 0.1,
     # shift 0.1) and learning rate x0.95 per epoch; the last 10% of the training set validates.

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from digits.config import EVAL_BATCH_SIZE
+from digits.models.layers import ShiftAverage
 from digits.pixels import NUM_CLASSES, PIXEL_SCALE
 
 
@@ -99,20 +100,6 @@ def predict_logits(
     return torch.cat(out) if out else torch.empty(0, NUM_CLASSES)
 
 
-# Test-time augmentation: the image itself and one-pixel shifts. Never flips: a flipped 2 is not a 2.
-TTA_SHIFTS: tuple[tuple[int, int], ...] = ((0, 0), (0, 1), (0, -1), (1, 0), (-1, 0))
-
-
-def shift_images(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """Move (N, ..., H, W) images by (dy, dx) pixels, filling with background (0) instead of wrapping around."""
-    if dy == 0 and dx == 0:
-        return images
-    h, w = images.shape[-2:]
-    padded = F.pad(images, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)))
-    top, left = max(-dy, 0), max(-dx, 0)
-    return padded[..., top : top + h, left : left + w]
-
-
 def predict_probabilities(
     models: nn.Module | Sequence[nn.Module],
     images: torch.Tensor,
@@ -122,17 +109,18 @@ def predict_probabilities(
     precision: str = "fp32",
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Softmax probabilities (N, 10), averaged over ``models`` (an ensemble) and, with ``tta``, over shifts."""
+    """Softmax probabilities (N, 10), averaged over ``models`` (an ensemble) and, with ``tta``, over shifts.
+
+    ``tta`` wraps each model in a ``ShiftAverage`` (the image and its four one-pixel shifts); a model built
+    with ``tta=True`` averages over shifts already.
+    """
     models = [models] if isinstance(models, nn.Module) else list(models)
-    views = TTA_SHIFTS if tta else ((0, 0),)
     total = torch.zeros(len(images), NUM_CLASSES)
     for model in models:
-        for dy, dx in views:
-            logits = predict_logits(
-                model, shift_images(images, dy, dx), batch_size=batch_size, precision=precision, device=device
-            )
-            total += logits.softmax(dim=1).cpu()
-    return total / (len(models) * len(views))
+        net = ShiftAverage(model) if tta else model
+        logits = predict_logits(net, images, batch_size=batch_size, precision=precision, device=device)
+        total += logits.softmax(dim=1).cpu()
+    return total / len(models)
 
 
 def evaluate(

@@ -42,6 +42,7 @@ from digits.data import MNIST, load_mnist
 from digits.evaluate import EvalResult, as_model_input, evaluate, predict_logits, to_tensors
 from digits.fused import Grads, SeedGradients, seed_layers, stem_forward
 from digits.models import count_parameters, create_model
+from digits.models.layers import ShiftAverage
 
 Log = Callable[[str], None]
 
@@ -143,9 +144,10 @@ def gradient_function(model: nn.Module, cfg: TrainConfig, device: torch.device) 
     seed network's whole pass is hand-written, and fastnet's stride-2 stem runs in a C kernel.
     """
     fused = cfg.fused and device.type == "cpu"
-    if fused and seed_layers(model) is not None:
-        return SeedGradients(model, cfg.precision, cfg.label_smoothing)
-    forward = (stem_forward(model, cfg.precision) if fused else None) or model
+    net = model.net if isinstance(model, ShiftAverage) else model  # the same function while training
+    if fused and seed_layers(net) is not None:
+        return SeedGradients(net, cfg.precision, cfg.label_smoothing)
+    forward = (stem_forward(net, cfg.precision) if fused else None) or model
 
     def grads(xb: Tensor, yb: Tensor) -> Grads:
         with _autocast(device, cfg.precision):
@@ -370,9 +372,10 @@ def fit(
     )
     bar = _Progress(progress, log)
     eval_model = ema if ema is not None else model  # what validation (and the final choice) looks at
+    eval_args: dict[str, Any] = {"batch_size": cfg.eval_batch_size, "precision": cfg.eval_precision, "device": device}
 
     def reached_target() -> bool:  # inside an epoch, for --target-accuracy with --eval-every
-        acc = evaluate(eval_model, val_x, val_y, batch_size=cfg.eval_batch_size, device=device).accuracy
+        acc = evaluate(eval_model, val_x, val_y, **eval_args).accuracy
         return acc >= cfg.target_accuracy
 
     check = reached_target if cfg.target_accuracy and len(val_x) else None
@@ -382,7 +385,7 @@ def fit(
         update = bar.start(epoch + 1, cfg.epochs, steps_per_epoch, cfg.batch_size)
         lr = optimizer.param_groups[0]["lr"]
         train_loss, train_acc, seen = train_one_epoch(model, optimizer, scheduler, x, y, cfg, epoch, ema, update, check)
-        val = evaluate(eval_model, val_x, val_y, batch_size=cfg.eval_batch_size, device=device) if len(val_x) else None
+        val = evaluate(eval_model, val_x, val_y, **eval_args) if len(val_x) else None
         seconds = time.perf_counter() - t0
         train_seconds += seconds
         row = {
@@ -440,9 +443,7 @@ def fit(
         final.load_state_dict(best["state"])
         log(f"keeping the weights of epoch {best['epoch']} (best validation accuracy {best['accuracy']:.4f})")
     temperature = _fit_temperature(final, val_x, val_y, cfg, device) if len(val_x) else 1.0
-    test = evaluate(
-        final, *to_tensors(data.test_images, data.test_labels), batch_size=cfg.eval_batch_size, device=device
-    )
+    test = evaluate(final, *to_tensors(data.test_images, data.test_labels), **eval_args)
     log(
         f"test accuracy {test.accuracy:.4f} (loss {test.loss:.4f}, {test.n - round(test.accuracy * test.n)} errors "
         f"in {test.n:,}); training took {train_seconds:.1f}s"
@@ -460,7 +461,7 @@ def _fit_temperature(
     """Temperature scaling (Guo et al. 2017) on the validation split, so confidences mean what they say."""
     from digits.calibrate import fit_temperature
 
-    logits = predict_logits(model, val_x, batch_size=cfg.eval_batch_size, device=device)
+    logits = predict_logits(model, val_x, batch_size=cfg.eval_batch_size, precision=cfg.eval_precision, device=device)
     return fit_temperature(logits.numpy(), val_y.numpy())
 
 
@@ -488,6 +489,7 @@ def _write_run(run: Run, data: MNIST, preset: str | None, chosen_epoch: int) -> 
         cfg.model_options,
         test_accuracy=run.test.accuracy,
         temperature=run.temperature,
+        eval_precision=cfg.eval_precision,
         data_sha256=data.sha256,
     )
     write_json(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -41,6 +42,41 @@ def dct_filters(n: int) -> torch.Tensor:
     by_frequency = sorted(((u, v) for u in range(3) for v in range(3)), key=lambda uv: (uv[0] + uv[1], uv))
     filters = [sign * basis(u, v) for u, v in by_frequency for sign in (1.0, -1.0)]
     return torch.stack(filters[:n]).unsqueeze(1)
+
+
+# Test-time augmentation: the image itself and one-pixel shifts. Never flips: a flipped 2 is not a 2.
+TTA_SHIFTS: tuple[tuple[int, int], ...] = ((0, 0), (0, 1), (0, -1), (1, 0), (-1, 0))
+
+
+def shift_images(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Move (N, ..., H, W) images by (dy, dx) pixels, filling with background (0) instead of wrapping around."""
+    if dy == 0 and dx == 0:
+        return images
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)))
+    top, left = max(-dy, 0), max(-dx, 0)
+    return padded[..., top : top + h, left : left + w]
+
+
+class ShiftAverage(nn.Module):
+    """``net`` while training; in eval mode, ``net``'s prediction averaged over the image and its shifts.
+
+    Eval mode returns the log of the mean softmax probability over ``TTA_SHIFTS`` (the image and its four
+    one-pixel shifts): a softmax of it gives the averaged probabilities, so whatever reads logits
+    (evaluation, temperature scaling, the reader, ONNX export) works unchanged, at five times the cost of
+    a prediction. ``create_model(..., tta=True)`` wraps any network in one. It starts in ``net``'s mode.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.train(net.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return self.net(x)
+        log_p = torch.stack([self.net(shift_images(x, dy, dx)).float().log_softmax(dim=1) for dy, dx in TTA_SHIFTS])
+        return torch.logsumexp(log_p, dim=0) - math.log(len(TTA_SHIFTS))
 
 
 class FlattenHWC(nn.Module):

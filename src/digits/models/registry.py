@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from digits.models.layers import ShiftAverage
+
 ModelFn = Callable[..., nn.Module]
 
 
@@ -45,13 +47,17 @@ def model_info(name: str) -> ModelInfo:
 
 
 def model_options(name: str) -> dict[str, object]:
-    """The options ``create_model(name, ...)`` accepts, with their defaults."""
+    """The options ``create_model(name, ...)`` accepts, with their defaults (every model takes ``tta``)."""
     sig = inspect.signature(model_info(name).fn)
-    return {p.name: p.default for p in sig.parameters.values()}
+    return {**{p.name: p.default for p in sig.parameters.values()}, "tta": False}
 
 
 def create_model(name: str, **options: object) -> nn.Module:
-    """Build a registered model; unknown options are an error that names the valid ones."""
+    """Build a registered model; unknown options are an error that names the valid ones.
+
+    ``tta=True`` (any model) wraps the network in a ``ShiftAverage``: in eval mode it predicts the average
+    over the image and its four one-pixel shifts; training is unchanged.
+    """
     info = model_info(name)
     valid = model_options(name)
     unknown = sorted(set(options) - set(valid))
@@ -60,7 +66,11 @@ def create_model(name: str, **options: object) -> nn.Module:
             f"model {name!r} has no option {', '.join(map(repr, unknown))}; "
             f"its options are: {', '.join(f'{k}={v!r}' for k, v in valid.items()) or 'none'}"
         )
-    return info.fn(**options)
+    tta = options.pop("tta", False)
+    if not isinstance(tta, bool):
+        raise ValueError(f"model option tta must be true or false, got {tta!r}")
+    net = info.fn(**options)
+    return ShiftAverage(net) if tta else net
 
 
 def count_parameters(model: nn.Module) -> int:
