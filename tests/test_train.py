@@ -71,7 +71,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(mnist, tmp_path, monkeypatc
     real = train_mod.train_one_epoch
 
     def dies_in_epoch_3(*args, **kwargs):
-        if args[6] == 2:  # epoch index
+        if args[5] == 2:  # epoch index
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
@@ -123,7 +123,7 @@ def test_resume_refuses_a_different_config(mnist, tmp_path, monkeypatch):
 
 def _interrupt_second_epoch(real):
     def wrapped(*args, **kwargs):
-        if args[6] == 1:
+        if args[5] == 1:  # epoch index
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 

@@ -2,7 +2,7 @@
 
 * ``model.safetensors``: the weights, with the model name and options in the file's metadata, so a
   weights file alone is enough to rebuild the network.
-* ``checkpoint.pt``: the state needed to resume (optimizer, scheduler, history); written with
+* ``checkpoint.pt``: the state needed to resume (optimizer, history); written with
   ``torch.save`` to a temp file and renamed, read with ``weights_only=True`` (tensors and plain data only).
 """
 

@@ -43,6 +43,7 @@ from digits.evaluate import EvalResult, as_model_input, evaluate, predict_logits
 from digits.fused import Grads, SeedGradients, seed_layers, stem_forward
 from digits.models import count_parameters, create_model
 from digits.models.layers import ShiftAverage
+from digits.optim import Optimizer
 
 Log = Callable[[str], None]
 
@@ -98,20 +99,6 @@ def split_train_val(data: MNIST, cfg: TrainConfig) -> tuple[torch.Tensor, torch.
     return x[:split], y[:split], x[split:], y[split:]
 
 
-def make_optimizer(cfg: TrainConfig, params: Iterator[nn.Parameter] | list[nn.Parameter]) -> torch.optim.Optimizer:
-    wd = cfg.weight_decay
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=wd)
-    if cfg.optimizer == "rmsprop":  # alpha = Keras' rho default (PyTorch defaults to 0.99)
-        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=0.9, eps=cfg.eps, momentum=cfg.momentum, weight_decay=wd)
-    if cfg.optimizer == "adagrad":  # Keras starts the accumulator at 0.1
-        return torch.optim.Adagrad(params, lr=cfg.lr, eps=cfg.eps, initial_accumulator_value=0.1, weight_decay=wd)
-    # Adam/AdamW: the fused kernel does the whole update in one call instead of ~10 ops per tensor.
-    fused = True
-    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=wd, fused=fused)
-
-
 def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     """Multiplier of cfg.lr at optimizer step ``step`` (0-based)."""
     total = cfg.epochs * steps_per_epoch
@@ -162,8 +149,7 @@ def gradient_function(model: nn.Module, cfg: TrainConfig, device: torch.device) 
 
 def train_one_epoch(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    optimizer: Optimizer,
     x: torch.Tensor,
     y: torch.Tensor,
     cfg: TrainConfig,
@@ -192,8 +178,7 @@ def train_one_epoch(
         if cfg.augment.enabled:
             xb = augment(xb, cfg.augment, generator)
         loss, logits = grads(xb, yb)
-        optimizer.step()
-        scheduler.step()
+        optimizer.step(cfg.lr * lr_factor(cfg, optimizer.steps, n_steps))  # every epoch has n_steps
         if ema is not None:
             _update_ema(ema, model, cfg.ema)
         loss_sum += loss.detach() * len(yb)
@@ -344,9 +329,8 @@ def fit(
     model = create_model(cfg.model, **cfg.model_options).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])  # not fixed layers
+    optimizer = Optimizer(cfg, [p for p in model.parameters() if p.requires_grad])  # not fixed layers
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s, steps_per_epoch))
     ema = copy.deepcopy(model) if cfg.ema else None
 
     start_epoch, train_seconds, history = 0, 0.0, []
@@ -354,7 +338,6 @@ def fit(
     if resume:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
         start_epoch, train_seconds = state["epoch"], state["train_seconds"]
@@ -383,8 +366,8 @@ def fit(
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         update = bar.start(epoch + 1, cfg.epochs, steps_per_epoch, cfg.batch_size)
-        lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc, seen = train_one_epoch(model, optimizer, scheduler, x, y, cfg, epoch, ema, update, check)
+        lr = cfg.lr * lr_factor(cfg, optimizer.steps, steps_per_epoch)  # at the epoch's first step
+        train_loss, train_acc, seen = train_one_epoch(model, optimizer, x, y, cfg, epoch, ema, update, check)
         val = evaluate(eval_model, val_x, val_y, **eval_args) if len(val_x) else None
         seconds = time.perf_counter() - t0
         train_seconds += seconds
@@ -425,7 +408,6 @@ def fit(
                 "history": json.dumps(history),
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
                 "ema": ema.state_dict() if ema is not None else None,
                 "best_accuracy": best["accuracy"],
                 "best_epoch": best["epoch"],
