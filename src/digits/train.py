@@ -444,7 +444,7 @@ def _fit_temperature(
     from digits.calibrate import fit_temperature
 
     logits = predict_logits(model, val_x, batch_size=cfg.eval_batch_size, precision=cfg.eval_precision, device=device)
-    return fit_temperature(logits.numpy(), val_y.numpy())
+    return fit_temperature(logits.cpu().numpy(), val_y.cpu().numpy())  # from the device, if on one
 
 
 def _write_run(run: Run, data: MNIST, preset: str | None, chosen_epoch: int) -> None:
