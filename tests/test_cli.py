@@ -31,6 +31,8 @@ def test_summary_prints_a_layer_table(capsys):
     assert code == 0 and "(None, 5408)" in out and "Total params: 693,962" in out
     code, out, _ = run_cli(capsys, "summary", "seed", "--head", "gap", "--batchnorm")
     assert "BatchNorm2d" in out and "AdaptiveAvgPool2d" in out
+    code, out, _ = run_cli(capsys, "summary", "seed", "-O", "tta=true")  # five views, one row per layer
+    assert code == 0 and out.count("(Conv2d)") == 1 and "Total params: 693,962" in out
 
 
 def test_bad_inputs_are_clear_errors_not_tracebacks(capsys, tmp_path):

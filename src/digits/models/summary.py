@@ -11,12 +11,16 @@ from digits.pixels import IMAGE_SIZE
 def summary(model: nn.Module, input_shape: tuple[int, ...] = (1, IMAGE_SIZE, IMAGE_SIZE)) -> str:
     """Run one dummy image through ``model`` and tabulate every leaf layer's output shape and parameters."""
     rows: list[tuple[str, str, int]] = []
+    listed: set[str] = set()
     hooks = []
     for name, module in model.named_modules():
         if list(module.children()):
             continue  # containers: their leaves are listed instead
 
         def hook(mod: nn.Module, _inp: object, out: torch.Tensor, name: str = name) -> None:
+            if name in listed:
+                return  # called again in one pass (a ShiftAverage runs its network once per view): one row
+            listed.add(name)
             shape = "(None, " + ", ".join(str(d) for d in out.shape[1:]) + ")"
             params = sum(p.numel() for p in mod.parameters(recurse=False))
             rows.append((f"{name} ({type(mod).__name__})", shape, params))
