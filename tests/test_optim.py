@@ -105,6 +105,11 @@ def test_a_state_for_another_optimizer_is_a_clear_error():
     adam = Optimizer(TrainConfig(optimizer="adam"), parameters())
     with pytest.raises(ValueError, match="no sgd state"):
         Optimizer(TrainConfig(optimizer="sgd"), parameters()).load_state_dict(adam.state_dict())
+    with pytest.raises(ValueError, match="older version"):  # torch.optim's own format, as older runs saved it
+        adam.load_state_dict(torch.optim.Adam(parameters()).state_dict())
+    other = Optimizer(TrainConfig(optimizer="adam"), [torch.nn.Parameter(torch.ones(1)) for _ in range(3)])
+    with pytest.raises(ValueError, match="shape"):
+        adam.load_state_dict(other.state_dict())
 
 
 def test_training_does_not_import_the_compiler():

@@ -123,12 +123,19 @@ class Optimizer:
         ok = isinstance(saved, dict) and saved.get("optimizer") == self.cfg.optimizer
         ok = ok and isinstance(saved.get("state"), dict) and saved["state"].keys() == self.state.keys()
         if not ok:
-            raise ValueError(f"the checkpoint holds no {self.cfg.optimizer} state this version of digits can resume")
+            raise ValueError(
+                f"the checkpoint holds no {self.cfg.optimizer} state this version of digits can resume (it was "
+                "written by an older version); start the run again in a new --out directory"
+            )
         for key, tensors in self.state.items():
             loaded = saved["state"][key]
             if key == "momentum" and self.cfg.optimizer == "sgd":
                 tensors[:] = [None if t is None else t.to(p.device) for t, p in zip(loaded, self.params, strict=True)]
                 continue
-            for mine, theirs in zip(tensors, loaded, strict=True):  # same shapes, or an error
+            for mine, theirs in zip(tensors, loaded, strict=True):
+                if mine.shape != theirs.shape:  # copy_ would broadcast a (1,) state over a whole tensor
+                    raise ValueError(
+                        f"the checkpoint's {key} state has shape {tuple(theirs.shape)}, not {tuple(mine.shape)}"
+                    )
                 mine.copy_(theirs)
         self.steps = int(saved["steps"])
