@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from common import markdown_table, write_json
-from digits.checkpoint import load_weights
 from digits.data import load_mnist
 from digits.errors import ModelFileError
 from digits.evaluate import predict_probabilities, to_tensors
+from digits.models.weights import load_weights
 
 
 def main() -> None:

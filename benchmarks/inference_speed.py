@@ -26,10 +26,10 @@ import onnxruntime as ort
 import torch
 
 from common import machine_info, write_json
-from digits.checkpoint import load_weights
-from digits.export import INPUT_NAME, OUTPUT_NAME, export_onnx
-from digits.preprocess import to_model_input
-from digits.recognize import DEFAULT_ONNX, DEFAULT_SAFETENSORS, Recognizer
+from digits.export import export_onnx
+from digits.models.weights import load_weights
+from digits.recognize import Recognizer
+from digits.spec import ONNX_INPUT, ONNX_OUTPUT, SHIPPED_ONNX, SHIPPED_SAFETENSORS, to_model_input
 
 
 def _images_module():  # the synthetic pictures live with the tests, which reuse them
@@ -64,10 +64,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/inference_speed.json"))
     args = parser.parse_args()
 
-    weights = args.model or DEFAULT_SAFETENSORS
+    weights = args.model or SHIPPED_SAFETENSORS
     model, meta = load_weights(weights)
     model.eval()
-    onnx_path = DEFAULT_ONNX if args.model is None else Path("/tmp") / "digits-benchmark.onnx"
+    onnx_path = SHIPPED_ONNX if args.model is None else Path("/tmp") / "digits-benchmark.onnx"
     if args.model is not None:
         export_onnx(weights, onnx_path)
 
@@ -96,7 +96,7 @@ def main() -> None:
         name = f"onnxruntime, {threads or 'default'} thread{'s' if threads != 1 else ''}"
         for n, runs in ((1, args.runs), (256, 200), (1000, 50)):
             x = batch[n]
-            row("model only", name, timings(lambda s=s, x=x: s.run([OUTPUT_NAME], {INPUT_NAME: x}), runs), n)
+            row("model only", name, timings(lambda s=s, x=x: s.run([ONNX_OUTPUT], {ONNX_INPUT: x}), runs), n)
     threads_before = torch.get_num_threads()
     for threads in (1, threads_before):
         torch.set_num_threads(threads)

@@ -24,7 +24,8 @@ import cv2
 import numpy as np
 import PIL
 
-from digits.preprocess import load_image, prepare, segment, to_mnist, to_model_input
+from digits.preprocess import load_image, prepare, segment, to_mnist
+from digits.spec import to_model_input
 
 
 def _images_module():  # the synthetic pictures live with the tests, which reuse them

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from digits.calibrate import T_MAX, T_MIN, DigitShapes, fit_digit_shapes, fit_temperature, nll, softmax
 from digits.data import FILES
-from digits.recognize import SHAPES_FILE
+from digits.spec import SHIPPED_SHAPES
 
 
 def _sample(n: int, temperature: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +146,7 @@ def test_shapes_survive_a_round_trip_and_refuse_other_files(shapes, mnist, tmp_p
 
 
 def test_the_shipped_shapes_were_fitted_on_training_digits(mnist):
-    shipped = DigitShapes.load(SHAPES_FILE)
+    shipped = DigitShapes.load(SHIPPED_SHAPES)
     assert shipped.info["k"] == shipped.components.shape[1] and shipped.info["quantile"] == 98.0
     assert shipped.info["data_sha256"] == {k: v for k, v in FILES.items() if k.startswith("train")}
     assert 0.005 < np.mean(shipped.score(mnist.test_images, mnist.test_labels) > 1.0) < 0.05

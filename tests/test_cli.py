@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from digits.checkpoint import load_weights
 from digits.cli import main
+from digits.models.weights import load_weights
 
 
 def run_cli(capsys, *argv):

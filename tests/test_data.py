@@ -15,7 +15,6 @@ import pytest
 
 import digits.data.mnist as mnist_module
 from digits.data import FILES, MNIST, DataError, default_data_dir, fetch_mnist, load_mnist
-from digits.data.cache import write_atomic
 from digits.data.idx import encode_idx, parse_idx
 from digits.data.sources import (
     MIRRORS,
@@ -27,6 +26,7 @@ from digits.data.sources import (
     pickle_splits_to_arrays,
     restricted_load,
 )
+from digits.files import PARTIAL_SUFFIX, write_bytes
 
 # Per-digit counts of the official split (LeCun's MNIST files), digits 0..9.
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -48,7 +48,7 @@ def only_folder(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def no_leftovers(folder: Path) -> bool:
-    return not any(p.name.endswith(".part") for p in folder.iterdir())
+    return not any(p.name.endswith(PARTIAL_SUFFIX) for p in folder.iterdir())
 
 
 # --- IDX -------------------------------------------------------------------------------------------
@@ -173,11 +173,11 @@ def test_atomic_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest
 
     monkeypatch.setattr(os, "fsync", fail)  # the bytes are written, then the write "fails"
     with pytest.raises(OSError, match="disk full"):
-        write_atomic(target, b"x" * 100_000)
+        write_bytes(target, b"x" * 100_000)
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
     assert target.read_bytes() == b"old"
     monkeypatch.undo()
-    write_atomic(target, b"new")
+    write_bytes(target, b"new")
     assert target.read_bytes() == b"new" and no_leftovers(tmp_path)
 
 

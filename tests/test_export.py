@@ -11,11 +11,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from digits.checkpoint import ModelFileError, load_weights
 from digits.cli import main
-from digits.export import INPUT_NAME, OUTPUT_NAME, check_parity, export_onnx, onnx_logits, read_metadata
+from digits.errors import ModelFileError, ParityError
+from digits.export import check_parity, export_onnx, onnx_logits, read_metadata
 from digits.models import create_model
-from digits.preprocess import to_model_input
+from digits.models.weights import load_weights
+from digits.spec import ONNX_INPUT, ONNX_OUTPUT, SHIPPED_ONNX, SHIPPED_SAFETENSORS, to_model_input
 from test_recognize import model_dir  # noqa: F401  (the session's trained model, built once for both files)
 
 
@@ -40,7 +41,7 @@ def test_onnx_equals_torch_at_every_batch_size(model_dir, mnist):  # noqa: F811
     for n in (1, 7, 256):
         images = mnist.test_images[:n]
         x = to_model_input(images)
-        got = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        got = session.run([ONNX_OUTPUT], {ONNX_INPUT: x})[0]
         with torch.inference_mode():
             expected = model(torch.from_numpy(x)).numpy()
         assert got.shape == (n, 10)
@@ -50,7 +51,7 @@ def test_onnx_equals_torch_at_every_batch_size(model_dir, mnist):  # noqa: F811
 
 def test_parity_check_catches_a_different_model(model_dir, mnist):  # noqa: F811
     other = create_model("fastnet").eval()  # untrained: its logits are nothing like the trained ones
-    with pytest.raises(AssertionError, match="differ from torch"):
+    with pytest.raises(ParityError, match="differ from torch"):
         check_parity(other, model_dir / "model.onnx", mnist.test_images[:20])
 
 
@@ -93,13 +94,12 @@ def test_bad_export_requests_are_clear_errors(model_dir, tmp_path):  # noqa: F81
 
 def test_the_shipped_onnx_is_the_shipped_weights(mnist):
     """default.onnx must be re-exported whenever default.safetensors changes."""
-    from digits.recognize import DEFAULT_ONNX, DEFAULT_SAFETENSORS
 
-    if not (DEFAULT_ONNX.is_file() and DEFAULT_SAFETENSORS.is_file()):
+    if not (SHIPPED_ONNX.is_file() and SHIPPED_SAFETENSORS.is_file()):
         pytest.skip("the package ships no ONNX model yet")
-    assert check_parity(DEFAULT_SAFETENSORS, DEFAULT_ONNX, mnist.test_images[:500]) <= 1e-4
-    _, meta = load_weights(DEFAULT_SAFETENSORS)
-    exported = read_metadata(DEFAULT_ONNX)
+    assert check_parity(SHIPPED_SAFETENSORS, SHIPPED_ONNX, mnist.test_images[:500]) <= 1e-4
+    _, meta = load_weights(SHIPPED_SAFETENSORS)
+    exported = read_metadata(SHIPPED_ONNX)
     assert exported["temperature"] == pytest.approx(meta["temperature"]) and exported["int8"] is False
 
 

@@ -16,9 +16,10 @@ import torch.nn.functional as F
 
 from digits import native
 from digits.config import get_preset, override
-from digits.evaluate import as_model_input, to_tensors
+from digits.evaluate import to_tensors
 from digits.fused import SeedGradients, StemForward, convblocks, seed_layers, stem_forward, stem_layers
 from digits.models import create_model
+from digits.models.inference import as_model_input
 from digits.train import fit, gradient_function
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from digits.config import TrainConfig
+from digits.errors import RunError
 from digits.optim import ADAGRAD_INITIAL, RMSPROP_ALPHA, Optimizer
 
 SETTINGS = [
@@ -103,12 +104,12 @@ def test_parameters_without_a_gradient_are_left_alone_as_torch_does():
 
 def test_a_state_for_another_optimizer_is_a_clear_error():
     adam = Optimizer(TrainConfig(optimizer="adam"), parameters())
-    with pytest.raises(ValueError, match="no sgd state"):
+    with pytest.raises(RunError, match="no sgd state"):
         Optimizer(TrainConfig(optimizer="sgd"), parameters()).load_state_dict(adam.state_dict())
-    with pytest.raises(ValueError, match="older version"):  # torch.optim's own format, as older runs saved it
+    with pytest.raises(RunError, match="older version"):  # torch.optim's own format, as older runs saved it
         adam.load_state_dict(torch.optim.Adam(parameters()).state_dict())
     other = Optimizer(TrainConfig(optimizer="adam"), [torch.nn.Parameter(torch.ones(1)) for _ in range(3)])
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(RunError, match="shape"):
         adam.load_state_dict(other.state_dict())
 
 

@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-from digits.pixels import IMAGE_SIZE, PIXEL_SCALE
 from digits.preprocess import (
     ImageError,
     load_image,
@@ -29,8 +28,8 @@ from digits.preprocess import (
     segment,
     stroke_width,
     to_mnist,
-    to_model_input,
 )
+from digits.spec import IMAGE_SIZE, PIXEL_SCALE, to_model_input
 from images import (  # tests/images.py: pytest puts the tests folder on sys.path
     FONTS,
     break_stroke,

@@ -25,8 +25,6 @@ from digits.cli import main
 from digits.data import MNIST
 from digits.preprocess import ImageError
 from digits.recognize import (
-    DEFAULT_ONNX,
-    DEFAULT_SAFETENSORS,
     LOW_CONFIDENCE,
     NO_DIGIT,
     UNLIKE_A_DIGIT,
@@ -37,6 +35,7 @@ from digits.recognize import (
     Recognizer,
     find_model,
 )
+from digits.spec import SHIPPED_ONNX, SHIPPED_SAFETENSORS
 from images import encode, jpeg_roundtrip, paper, rgba_drawing, stroke_digit
 
 # --------------------------------------------------------------------------------------------------
@@ -55,9 +54,9 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, mnist: MNIST) -> Path:
         return out
     from digits.export import export_onnx
 
-    if DEFAULT_SAFETENSORS.is_file():
+    if SHIPPED_SAFETENSORS.is_file():
         out.mkdir()
-        shutil.copy(DEFAULT_SAFETENSORS, out / "model.safetensors")
+        shutil.copy(SHIPPED_SAFETENSORS, out / "model.safetensors")
     else:
         from digits.config import get_preset, override
         from digits.train import fit
@@ -405,12 +404,6 @@ def test_model_files_that_cannot_be_used_are_clear_errors(model_dir, tmp_path):
         find_model(model_dir, "tensorflow")
 
 
-def test_run_file_names_are_the_checkpoint_modules():
-    from digits import checkpoint, recognize
-
-    assert recognize.RUN_SAFETENSORS == checkpoint.WEIGHTS_NAME  # written by training, read here
-
-
 def test_auto_prefers_onnxruntime_and_falls_back_to_torch(model_dir, tmp_path):
     assert find_model(model_dir) == ("onnx", model_dir / "model.onnx")
     only_weights = tmp_path / "run"
@@ -420,10 +413,10 @@ def test_auto_prefers_onnxruntime_and_falls_back_to_torch(model_dir, tmp_path):
 
 
 def test_the_shipped_model_is_used_by_default(mnist):
-    if not (DEFAULT_ONNX.is_file() or DEFAULT_SAFETENSORS.is_file()):
+    if not (SHIPPED_ONNX.is_file() or SHIPPED_SAFETENSORS.is_file()):
         pytest.skip("no model is shipped in src/digits/weights yet")
     r = Recognizer.load()
-    assert r.source in (DEFAULT_ONNX, DEFAULT_SAFETENSORS)
+    assert r.source in (SHIPPED_ONNX, SHIPPED_SAFETENSORS)
     assert r.info["test_accuracy"] >= 0.995
     image, _ = photo_of_one(mnist.test_images[3], 3)
     assert r.predict(image).digit == mnist.test_labels[3]

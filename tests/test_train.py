@@ -4,11 +4,13 @@ import pytest
 import torch
 
 import digits.train as train_mod
-from digits.checkpoint import CHECKPOINT_NAME, load_weights
 from digits.config import PRESETS, TrainConfig, get_preset, override
+from digits.errors import RunError
 from digits.evaluate import evaluate, to_tensors
 from digits.models import create_model
 from digits.models.layers import dct_filters
+from digits.models.weights import load_weights
+from digits.spec import CHECKPOINT_NAME
 from digits.train import fit, lr_factor, split_train_val
 
 SMALL = override(get_preset("seed"), train_limit=5000, epochs=2, batch_size=64)
@@ -108,7 +110,7 @@ def test_resume_refuses_a_different_config(mnist, tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "train_one_epoch", _interrupt_second_epoch(train_mod.train_one_epoch))
     with pytest.raises(KeyboardInterrupt):
         fit(cfg, tmp_path / "r", data=mnist, progress=False, log=lambda s: None)
-    with pytest.raises(ValueError, match="different config"):
+    with pytest.raises(RunError, match="different config"):
         fit(
             override(cfg, lr=0.01),
             tmp_path / "r",
@@ -117,7 +119,7 @@ def test_resume_refuses_a_different_config(mnist, tmp_path, monkeypatch):
             progress=False,
             log=lambda s: None,
         )
-    with pytest.raises(FileExistsError):
+    with pytest.raises(RunError):
         fit(cfg, tmp_path / "r", data=mnist, progress=False, log=lambda s: None)
 
 
@@ -216,8 +218,8 @@ def test_every_preset_trains_end_to_end_on_a_small_budget(mnist, tmp_path, prese
 def test_seed_weights_from_before_the_hwc_flatten_are_refused(tmp_path):
     from safetensors.torch import save_file
 
-    from digits.checkpoint import save_weights
     from digits.errors import ModelFileError
+    from digits.models.weights import save_weights
 
     model = create_model("seed")
     save_weights(model, tmp_path / "now.safetensors", "seed", {})

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from digits.errors import ModelFileError
+
 # T is searched between these. Below 0.05 a logit gap of 1 already means certainty; above 20 every
 # prediction is close to uniform. Either end means the logits are not worth calibrating.
 T_MIN = 0.05
@@ -140,13 +142,13 @@ class DigitShapes:
 
     @classmethod
     def load(cls, path: str | Path) -> DigitShapes:
-        """Read a file written by :meth:`save`; ValueError when it is not one."""
+        """Read a file written by :meth:`save`; :class:`ModelFileError` when it is not one."""
         try:
             with np.load(path, allow_pickle=False) as f:
                 arrays = {name: f[name].astype(np.float32) for name in _SHAPE_ARRAYS}
                 info = json.loads(str(f["info"]))
         except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
-            raise ValueError(f"{path} is not a digit shapes file ({e})") from e
+            raise ModelFileError(f"{path} is not a digit shapes file ({e})") from e
         return cls(**arrays, info=info)
 
 

@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from digits.config import PRESET_PURPOSES
+from digits.errors import DigitsError, UsageError
+from digits.spec import ONNX_INT8_NAME, ONNX_NAME
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-
-
-class CommandError(Exception):
-    """A user-facing failure: printed as 'error: ...' without a traceback."""
 
 
 def _parse_kv(items: list[str] | None) -> dict[str, Any]:
@@ -31,7 +29,7 @@ def _parse_kv(items: list[str] | None) -> dict[str, Any]:
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise CommandError(f"model option {item!r} is not KEY=VALUE (e.g. -O dropout=0.3)")
+            raise UsageError(f"model option {item!r} is not KEY=VALUE (e.g. -O dropout=0.3)")
         try:
             out[key] = json.loads(raw.lower() if raw.lower() in ("true", "false") else raw)
         except json.JSONDecodeError:
@@ -96,7 +94,7 @@ def _config_overrides(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 b1, b2 = (float(v) for v in value.split(","))
             except ValueError:
-                raise CommandError(f"--betas takes two numbers like 0.9,0.999, not {value!r}") from None
+                raise UsageError(f"--betas takes two numbers like 0.9,0.999, not {value!r}") from None
             value = (b1, b2)
         elif f.name == "augment":
             value = parse_augment(value)
@@ -139,15 +137,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from digits.train import fit
 
     if args.resume:
-        from digits.checkpoint import CHECKPOINT_NAME, load_checkpoint
+        from digits.checkpoint import load_checkpoint
+        from digits.spec import CHECKPOINT_NAME
 
         out = Path(args.resume)
         if not (out / CHECKPOINT_NAME).is_file():
-            raise CommandError(f"nothing to resume in {out}: no {CHECKPOINT_NAME} there (finished runs have none)")
+            raise UsageError(f"nothing to resume in {out}: no {CHECKPOINT_NAME} there (finished runs have none)")
         state = load_checkpoint(out / CHECKPOINT_NAME)
         cfg = TrainConfig.from_dict(json.loads(state["config"]))
         if _config_overrides(args) or _model_options(args):
-            raise CommandError("--resume continues a run with its own config; drop the other training flags")
+            raise UsageError("--resume continues a run with its own config; drop the other training flags")
         preset = state.get("preset")
     else:
         preset = args.preset
@@ -179,9 +178,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from digits import plots
-    from digits.checkpoint import load_weights
     from digits.data import load_mnist
     from digits.evaluate import evaluate, to_tensors
+    from digits.models.weights import load_weights
 
     model, meta = load_weights(args.model)
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
@@ -232,12 +231,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
-    from digits.checkpoint import load_weights
     from digits.data import load_mnist
     from digits.evaluate import evaluate, to_tensors
+    from digits.models.weights import load_weights
 
     if len(args.models) < 2 and not args.tta:
-        raise CommandError("an ensemble needs at least two models (or one with --tta)")
+        raise UsageError("an ensemble needs at least two models (or one with --tta)")
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     models = [load_weights(m)[0] for m in args.models]
     data = load_mnist(args.data_dir, log=log)
@@ -328,46 +327,39 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import tempfile
-
-    import numpy as np
-
-    from digits.export import CALIBRATION_IMAGES, check_parity, export_onnx, onnx_logits, read_metadata
+    from digits.export import export_onnx, int8_accuracy, parity_images, read_metadata
 
     src = Path(args.model)
     if args.out:
         out = Path(args.out)
     elif src.is_dir():
-        out = src / ("model.int8.onnx" if args.int8 else "model.onnx")
+        out = src / (ONNX_INT8_NAME if args.int8 else ONNX_NAME)
     else:
-        raise CommandError("give the output file with -o FILE when exporting a .safetensors file")
+        raise UsageError("give the output file with -o FILE when exporting a .safetensors file")
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     report: dict[str, Any] = {"source": str(src), "file": str(out), "format": args.format, "int8": args.int8}
     if args.int8:
         from digits.data import load_mnist
+        from digits.export import CALIBRATION_IMAGES
 
         data = load_mnist(args.data_dir, log=log)
-        labels = data.test_labels.astype(np.int64)
         # Activation ranges come from the first training images: real digits, never test digits.
         calibration = data.train_images[: args.calibration_images or CALIBRATION_IMAGES]
         export_onnx(src, out, int8=True, calibration_images=calibration)
-        with tempfile.TemporaryDirectory() as tmp:
-            fp32 = export_onnx(src, Path(tmp) / "fp32.onnx")
-            accuracy_fp32 = float((onnx_logits(fp32, data.test_images).argmax(1) == labels).mean())
-        accuracy_int8 = float((onnx_logits(out, data.test_images).argmax(1) == labels).mean())
-        lost = 100 * (accuracy_fp32 - accuracy_int8)
+        fp32, int8 = int8_accuracy(src, out, data.test_images, data.test_labels)
+        lost = 100 * (fp32 - int8)
         report.update(
             calibration_images=len(calibration),
-            test_accuracy_fp32=accuracy_fp32,
-            test_accuracy_int8=accuracy_int8,
+            test_accuracy_fp32=fp32,
+            test_accuracy_int8=int8,
             accuracy_lost_pp=lost,
         )
-        log(f"int8 test accuracy {accuracy_int8:.4f}, fp32 {accuracy_fp32:.4f}: {lost:.2f} pp lost")
+        log(f"int8 test accuracy {int8:.4f}, fp32 {fp32:.4f}: {lost:.2f} pp lost")
     else:
+        from digits.export import check_parity
+
         export_onnx(src, out)
-        # Fixed random images need no data and exercise every pixel value.
-        images = np.random.default_rng(0).integers(0, 256, (64, 28, 28), dtype=np.uint8)
-        report["max_abs_diff"] = check_parity(src, out, images, atol=args.atol)
+        report["max_abs_diff"] = check_parity(src, out, parity_images(), atol=args.atol)
         log(f"ONNX logits equal torch's within {report['max_abs_diff']:.1e} (allowed {args.atol:g})")
     report["metadata"] = read_metadata(out)
     report["bytes"] = out.stat().st_size
@@ -493,16 +485,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from digits.data.errors import DataError  # light: numpy at most, never torch
-
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except CommandError as exc:
+    except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (ValueError, OSError, DataError) as exc:  # ModelFileError, ImageError, bad config values, missing files
+    # What the user can fix: digits' own errors, and the file system refusing (a path they gave, a full
+    # disk). Anything else is a bug in digits and keeps its traceback.
+    except (DigitsError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
 

@@ -13,10 +13,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-# Images per forward pass when only predicting. Small enough that a batch's activations stay in the CPU's
-# caches and under glibc's mmap threshold: 12,000 validation images through the seed net took 0.37 s at 256
-# or 500, 1.1 s at 1,000 (each 1,000-batch page-faulted ~86 MB of fresh memory).
-EVAL_BATCH_SIZE = 256
+from digits.errors import ConfigError
+from digits.spec import EVAL_BATCH_SIZE
 
 # --- augmentation (applied by digits.augment.augment) ---------------------------------------------------
 _FLOAT_FIELDS = ("rotate", "scale", "shift", "shear", "elastic", "elastic_sigma", "erase", "noise", "blur")
@@ -46,10 +44,10 @@ class AugmentConfig:
             value = getattr(self, name)
             # isfinite first: NaN compares False with everything and would slip through the range checks.
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-                raise ValueError(f"augment: {name} must be a finite number, got {value!r}")
+                raise ConfigError(f"augment: {name} must be a finite number, got {value!r}")
         for name in _BOOL_FIELDS:
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"augment: {name} must be True or False, got {getattr(self, name)!r}")
+                raise ConfigError(f"augment: {name} must be True or False, got {getattr(self, name)!r}")
         checks = [
             (0.0 <= self.rotate <= 180.0, f"rotate must be in [0, 180] degrees, got {self.rotate}"),
             (0.0 <= self.scale < 1.0, f"scale must be in [0, 1) (zoom factor 1 +- scale), got {self.scale}"),
@@ -66,7 +64,7 @@ class AugmentConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(f"augment: {message}")
+                raise ConfigError(f"augment: {message}")
         if self.hflip or self.vflip:
             warnings.warn(
                 "augment: hflip/vflip change which digit an image shows (a mirrored 2 is not a 2, a "
@@ -90,7 +88,7 @@ def parse_augment(spec: str) -> AugmentConfig:
     """An ``AugmentConfig`` from a command-line spec such as ``"rotate=10,scale=0.1,shift=0.1"``.
 
     ``"none"`` (or an empty string) turns everything off. Booleans take true/false, yes/no, on/off, 1/0.
-    Unknown keys, repeated keys and unparsable values raise ValueError naming the valid keys.
+    Unknown keys, repeated keys and unparsable values raise ConfigError naming the valid keys.
     """
     valid = ", ".join(_FLOAT_FIELDS + _BOOL_FIELDS)
     text = spec.strip()
@@ -103,20 +101,20 @@ def parse_augment(spec: str) -> AugmentConfig:
             continue  # tolerate "rotate=10," and "a=1,,b=2"
         key, sep, raw = (part.strip() for part in item.partition("="))
         if not sep:
-            raise ValueError(f"augment: expected key=value, got {item!r}; valid keys: {valid}")
+            raise ConfigError(f"augment: expected key=value, got {item!r}; valid keys: {valid}")
         if key in values:
-            raise ValueError(f"augment: {key!r} given twice in {spec!r}")
+            raise ConfigError(f"augment: {key!r} given twice in {spec!r}")
         if key in _FLOAT_FIELDS:
             try:
                 values[key] = float(raw)
             except ValueError:
-                raise ValueError(f"augment: {key} must be a number, got {raw!r}") from None
+                raise ConfigError(f"augment: {key} must be a number, got {raw!r}") from None
         elif key in _BOOL_FIELDS:
             if raw.lower() not in _TRUE + _FALSE:
-                raise ValueError(f"augment: {key} must be true or false, got {raw!r}")
+                raise ConfigError(f"augment: {key} must be true or false, got {raw!r}")
             values[key] = raw.lower() in _TRUE
         else:
-            raise ValueError(f"augment: unknown key {key!r}; valid keys: {valid}")
+            raise ConfigError(f"augment: unknown key {key!r}; valid keys: {valid}")
     return AugmentConfig(**values)  # type: ignore[arg-type]  # keys and value types checked above
 
 
@@ -204,10 +202,10 @@ class TrainConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(f"invalid training config: {message}")
+                raise ConfigError(f"invalid training config: {message}")
         needs_val = self.select == "best" or self.patience or self.target_accuracy
         if needs_val and self.val_split == 0:
-            raise ValueError(
+            raise ConfigError(
                 "invalid training config: select=best, patience and target_accuracy decide on validation "
                 "data; set val_split > 0, e.g. --val-split 0.1 (the test set is never used to choose a model)"
             )
@@ -221,7 +219,7 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown training config fields: {', '.join(sorted(unknown))}")
+            raise ConfigError(f"unknown training config fields: {', '.join(sorted(unknown))}")
         if "augment" in data and isinstance(data["augment"], dict):
             data["augment"] = AugmentConfig(**data["augment"])
         if "betas" in data:
@@ -303,7 +301,7 @@ def get_preset(name: str) -> TrainConfig:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
 
 
 def override(cfg: TrainConfig, **changes: Any) -> TrainConfig:
@@ -312,5 +310,5 @@ def override(cfg: TrainConfig, **changes: Any) -> TrainConfig:
     known = {f.name for f in dataclasses.fields(cfg)}
     unknown = set(changes) - known
     if unknown:
-        raise ValueError(f"unknown training config fields: {', '.join(sorted(unknown))}")
+        raise ConfigError(f"unknown training config fields: {', '.join(sorted(unknown))}")
     return dataclasses.replace(cfg, **changes)

@@ -1,5 +1,62 @@
-"""Errors shared by the training and the reading side (this module imports nothing heavy)."""
+"""Every error digits raises for something the user can fix, in one tree (this module imports nothing).
+
+    DigitsError                 anything digits tells a user; the message says what went wrong and how to fix it
+     ├── DataError              MNIST could not be fetched, verified or parsed
+     ├── ConfigError            a training config, model option or setting that is not valid  (also a ValueError)
+     ├── RunError               a run directory that cannot be used as asked: nothing to resume, already a run,
+     │                          a checkpoint from another config or version
+     ├── ModelFileError         a model file that is missing, unreadable, not a digits model, or whose runtime
+     │                          is not installed                                            (also a ValueError)
+     ├── ImageError             a picture that cannot be read                              (also a ValueError)
+     ├── ParityError            an exported model that does not compute what the torch model computes
+     └── UsageError             a command line that does not make sense (the CLI exits with 2)
+
+The command line prints a ``DigitsError`` as one ``error: ...`` line; any other exception is a bug in
+digits and keeps its traceback. ``ConfigError``, ``ModelFileError`` and ``ImageError`` are also
+``ValueError``s, as they were before this tree existed, so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "DigitsError",
+    "ImageError",
+    "ModelFileError",
+    "ParityError",
+    "RunError",
+    "UsageError",
+]
 
 
-class ModelFileError(ValueError):
+class DigitsError(Exception):
+    """The base of every error digits raises for something the user can fix."""
+
+
+class DataError(DigitsError):
+    """MNIST could not be fetched, verified or parsed (which file, which source, which hash, and the fix)."""
+
+
+class ConfigError(DigitsError, ValueError):
+    """A training config, model option or setting that is not valid; the message names the valid choices."""
+
+
+class RunError(DigitsError):
+    """A run directory that cannot be used as asked: nothing to resume, already a run there, another config."""
+
+
+class ModelFileError(DigitsError, ValueError):
     """A model that cannot be used: missing, unreadable, not a digits model, or its runtime is not installed."""
+
+
+class ImageError(DigitsError, ValueError):
+    """A picture that cannot be read: not an image, an unsupported format, empty, or too big."""
+
+
+class ParityError(DigitsError):
+    """An exported model whose outputs differ from the torch model's by more than allowed."""
+
+
+class UsageError(DigitsError):
+    """A command line that does not make sense; the CLI prints it and exits with status 2."""

@@ -10,17 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from digits.config import EVAL_BATCH_SIZE
+from digits.models.inference import predict_logits
 from digits.models.layers import ShiftAverage
-from digits.pixels import NUM_CLASSES, PIXEL_SCALE
-
-
-def as_model_input(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-    """uint8 images (N, 28, 28) or (N, 1, 28, 28) -> float32 (N, 1, 28, 28) in [0, 1], as every model expects."""
-    if images.dim() == 3:
-        images = images.unsqueeze(1)
-    x = images.float() / PIXEL_SCALE if images.dtype == torch.uint8 else images.float()
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+from digits.spec import EVAL_BATCH_SIZE, NUM_CLASSES
 
 
 def to_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,30 +66,6 @@ class EvalResult:
             "per_class": self.per_class(),
             "confusion": self.confusion.tolist(),
         }
-
-
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module,
-    images: torch.Tensor,
-    *,
-    batch_size: int = EVAL_BATCH_SIZE,
-    precision: str = "fp32",
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """Logits (N, 10) in float32 for uint8 or float images, in eval mode, batch by batch."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        for start in range(0, len(images), batch_size):
-            x = as_model_input(images[start : start + batch_size].to(device), channels_last=device.type == "cpu")
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                out.append(model(x).float())
-    finally:
-        model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, NUM_CLASSES)
 
 
 def predict_probabilities(

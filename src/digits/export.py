@@ -1,6 +1,6 @@
 """ONNX export: one file with a dynamic batch dimension, checked, compared with torch, optionally int8.
 
-The exported graph maps ``images`` (B, 1, 28, 28) float32 in [0, 1] (see :mod:`digits.pixels`) to
+The exported graph maps ``images`` (B, 1, 28, 28) float32 in [0, 1] (see :mod:`digits.spec`) to
 ``logits`` (B, 10); the Recognizer applies the calibration temperature and the softmax. What the
 Recognizer needs to know about the model travels in the file's metadata_props: the model name and
 options, the temperature, the test accuracy, the data checksums, and whether it is int8.
@@ -12,7 +12,6 @@ result needs only onnxruntime.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,14 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from digits.checkpoint import atomic_write, load_weights
-from digits.pixels import IMAGE_SIZE
-from digits.preprocess import to_model_input
-from digits.recognize import ONNX_INPUT, ONNX_OUTPUT
+from digits.errors import ConfigError, ParityError
+from digits.files import atomic_write, decode_metadata, encode_metadata
+from digits.models.weights import load_weights
+from digits.spec import IMAGE_SIZE, ONNX_INPUT, ONNX_OUTPUT, to_model_input
 
-# The graph's input and output names are the Recognizer's, which reads the file without torch.
-INPUT_NAME = ONNX_INPUT
-OUTPUT_NAME = ONNX_OUTPUT
 # Opset 18 is the newest the dynamo exporter writes natively and onnxruntime's quantizer knows.
 OPSET = 18
 # How many training images calibrate the int8 activation ranges: the quantizer's min/max settle
@@ -56,7 +52,7 @@ def export_onnx(
     model, file_meta = _resolve(model_or_run)
     meta = {**file_meta, **(meta or {})}
     if int8 and (calibration_images is None or len(calibration_images) == 0):
-        raise ValueError("int8 export needs calibration_images: a few hundred MNIST training images, (N, 28, 28) uint8")
+        raise ConfigError("int8 export needs calibration_images: a few hundred MNIST training images (N, 28, 28) uint8")
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="digits-export-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
@@ -88,8 +84,8 @@ def _export_fp32(model: nn.Module, path: Path) -> None:
             model,
             (example,),
             str(path),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
+            input_names=[ONNX_INPUT],
+            output_names=[ONNX_OUTPUT],
             dynamic_shapes=({0: batch},),
             opset_version=OPSET,
             dynamo=True,
@@ -109,7 +105,7 @@ class _Calibration:
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._batches, None)
-        return None if batch is None else {INPUT_NAME: batch}
+        return None if batch is None else {ONNX_INPUT: batch}
 
 
 def _quantize(fp32: Path, out: Path, images: np.ndarray, tmp: Path) -> None:
@@ -151,10 +147,10 @@ def _finish(source: Path, path: Path, meta: dict[str, Any]) -> None:
 
     proto = onnx.load(str(source))
     del proto.metadata_props[:]
-    for key, value in sorted(meta.items()):
+    for key, value in sorted(encode_metadata(meta).items()):
         entry = proto.metadata_props.add()
         entry.key = key
-        entry.value = value if isinstance(value, str) else json.dumps(value)
+        entry.value = value
     proto.doc_string = "digits: (B, 1, 28, 28) float32 in [0, 1], light ink on black -> (B, 10) logits"
     onnx.checker.check_model(proto, full_check=True)
     atomic_write(path, lambda tmp: onnx.save(proto, str(tmp)))
@@ -165,13 +161,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
-    out: dict[str, Any] = {}
-    for entry in proto.metadata_props:
-        try:
-            out[entry.key] = json.loads(entry.value)
-        except json.JSONDecodeError:
-            out[entry.key] = entry.value
-    return out
+    return decode_metadata({entry.key: entry.value for entry in proto.metadata_props})
 
 
 def onnx_logits(path: str | Path, images: np.ndarray, *, batch_size: int = 1000) -> np.ndarray:
@@ -180,7 +170,7 @@ def onnx_logits(path: str | Path, images: np.ndarray, *, batch_size: int = 1000)
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = to_model_input(np.asarray(images, dtype=np.uint8))
-    out = [session.run([OUTPUT_NAME], {INPUT_NAME: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+    out = [session.run([ONNX_OUTPUT], {ONNX_INPUT: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
 
 
@@ -189,8 +179,8 @@ def check_parity(
 ) -> float:
     """Largest absolute logit difference between torch and the ONNX file on ``images``.
 
-    ``images``: (N, 28, 28) uint8. Raises AssertionError when it exceeds ``atol``; an int8 file is
-    compared by accuracy instead (see :func:`onnx_logits`), as its logits differ by design.
+    ``images``: (N, 28, 28) uint8. Raises :class:`ParityError` when it exceeds ``atol``; an int8 file is
+    compared by accuracy instead (:func:`int8_accuracy`), as its logits differ by design.
     """
     model, _ = _resolve(model_or_run)
     was_training = model.training
@@ -203,5 +193,26 @@ def check_parity(
     got = onnx_logits(path, images)
     diff = float(np.max(np.abs(got - expected))) if len(expected) else 0.0
     if diff > atol:
-        raise AssertionError(f"{path}: ONNX logits differ from torch by up to {diff:.2e} (allowed {atol:.0e})")
+        raise ParityError(f"{path}: ONNX logits differ from torch by up to {diff:.2e} (allowed {atol:.0e})")
     return diff
+
+
+def parity_images(n: int = 64) -> np.ndarray:
+    """(n, 28, 28) fixed random uint8 images: they need no data and exercise every pixel value."""
+    return np.random.default_rng(0).integers(0, 256, (n, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+
+
+def int8_accuracy(
+    model_or_run: nn.Module | str | Path, int8_path: str | Path, images: np.ndarray, labels: np.ndarray
+) -> tuple[float, float]:
+    """(fp32, int8) accuracy on ``images`` (N, 28, 28) uint8 with ``labels`` (N,): what quantizing cost.
+
+    The fp32 figure is the same network exported without quantization and run by onnxruntime too, so
+    the difference is the quantization alone.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    with tempfile.TemporaryDirectory(prefix="digits-export-") as tmp:
+        fp32 = export_onnx(model_or_run, Path(tmp) / "fp32.onnx")
+        accuracy_fp32 = float((onnx_logits(fp32, images).argmax(1) == labels).mean())
+    accuracy_int8 = float((onnx_logits(int8_path, images).argmax(1) == labels).mean())
+    return accuracy_fp32, accuracy_int8

@@ -16,11 +16,12 @@ import platform
 import shlex
 import subprocess
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
 import platformdirs
+
+from digits.files import atomic_write
 
 SOURCE_DIR = Path(__file__).resolve().parent
 # Tried in order: the first assumes GCC or Clang on a CPU it can tune for, the second any cc.
@@ -56,28 +57,27 @@ def build(name: str, cache_dir: Path | None = None, compiler: str | None = None)
     target = cache_dir / f"{name}-{key}.so"
     if target.is_file():
         return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
     errors = []
     for flags in FLAG_SETS:
-        # Compile to a temporary name and rename: a killed build never leaves a half library under the real name.
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".so.tmp", dir=cache_dir)
-        os.close(fd)
+        command = [*shlex.split(cc), *flags, "-shared", "-fPIC", "-o"]
         try:
-            out = subprocess.run(
-                [*shlex.split(cc), *flags, "-shared", "-fPIC", "-o", tmp, str(source), "-lm"],
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            if out.returncode == 0:
-                os.replace(tmp, target)
-                return target
-            errors.append(f"{cc} {' '.join(flags)}: {out.stderr.strip()[-500:]}")
+            # Through a temporary name: a killed build never leaves a half library under the real name.
+            return atomic_write(target, functools.partial(_compile, command, source=source))
+        except _CompileFailed as exc:
+            errors.append(f"{cc} {' '.join(flags)}: {exc}")
         except (OSError, subprocess.SubprocessError) as exc:
             errors.append(f"{cc}: {exc}")
-        finally:
-            Path(tmp).unlink(missing_ok=True)
     raise OSError("; ".join(errors))
+
+
+class _CompileFailed(OSError):
+    """The compiler ran and refused; the message is the end of what it printed."""
+
+
+def _compile(command: list[str], out: Path, *, source: Path) -> None:
+    done = subprocess.run([*command, str(out), str(source), "-lm"], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise _CompileFailed(done.stderr.strip()[-500:])
 
 
 @functools.cache

@@ -20,6 +20,7 @@ from torch.optim.rmsprop import rmsprop
 from torch.optim.sgd import sgd
 
 from digits.config import TrainConfig
+from digits.errors import RunError
 
 RMSPROP_ALPHA = 0.9  # Keras' rho (PyTorch defaults to 0.99)
 ADAGRAD_INITIAL = 0.1  # Keras starts Adagrad's accumulator at 0.1 (PyTorch at 0)
@@ -123,7 +124,7 @@ class Optimizer:
         ok = isinstance(saved, dict) and saved.get("optimizer") == self.cfg.optimizer
         ok = ok and isinstance(saved.get("state"), dict) and saved["state"].keys() == self.state.keys()
         if not ok:
-            raise ValueError(
+            raise RunError(
                 f"the checkpoint holds no {self.cfg.optimizer} state this version of digits can resume (it was "
                 "written by an older version); start the run again in a new --out directory"
             )
@@ -134,7 +135,7 @@ class Optimizer:
                 continue
             for mine, theirs in zip(tensors, loaded, strict=True):
                 if mine.shape != theirs.shape:  # copy_ would broadcast a (1,) state over a whole tensor
-                    raise ValueError(
+                    raise RunError(
                         f"the checkpoint's {key} state has shape {tuple(theirs.shape)}, not {tuple(mine.shape)}"
                     )
                 mine.copy_(theirs)

@@ -28,9 +28,22 @@ from typing import Any, Protocol
 import numpy as np
 
 from digits.calibrate import DigitShapes, softmax
-from digits.errors import ModelFileError
-from digits.pixels import IMAGE_SIZE, NUM_CLASSES
-from digits.preprocess import Glyph, ImageError, ImageSource, prepare, to_model_input
+from digits.errors import ConfigError, ImageError, ModelFileError
+from digits.files import decode_metadata
+from digits.preprocess import Glyph, ImageSource, prepare
+from digits.spec import (
+    IMAGE_SIZE,
+    NUM_CLASSES,
+    ONNX_INPUT,
+    ONNX_NAME,
+    ONNX_OUTPUT,
+    SHIPPED_DIR,
+    SHIPPED_ONNX,
+    SHIPPED_SAFETENSORS,
+    SHIPPED_SHAPES,
+    WEIGHTS_NAME,
+    to_model_input,
+)
 
 __all__ = [
     "BACKENDS",
@@ -47,17 +60,6 @@ BACKENDS = ("auto", "onnx", "torch")
 # MNIST test digits fall below it (most of them wrong answers), and answers between 0.5 and 0.9 are
 # right about 80% of the time.
 DEFAULT_THRESHOLD = 0.7
-# The shipped model and the digit shape model live in the package.
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_ONNX = WEIGHTS_DIR / "default.onnx"
-DEFAULT_SAFETENSORS = WEIGHTS_DIR / "default.safetensors"
-SHAPES_FILE = WEIGHTS_DIR / "digit_shapes.npz"
-# What a run directory holds (the same names as digits.checkpoint, which imports torch).
-RUN_ONNX = "model.onnx"
-RUN_SAFETENSORS = "model.safetensors"
-# The names of the exported graph's input and output (digits.export, which imports torch).
-ONNX_INPUT = "images"
-ONNX_OUTPUT = "logits"
 
 # A picture with at least this many shapes, most of them doubtful, is read as texture, not writing.
 _TEXTURE_SHAPES = 4
@@ -201,7 +203,7 @@ class _OnnxBackend:
                 f"{path} is not a digits model: it maps {[i.name for i in inputs]} to {[o.name for o in outputs]}, "
                 f"not ['{ONNX_INPUT}'] to ['{ONNX_OUTPUT}']; export one with `digits export`"
             )
-        self.meta = _decode_meta(self.session.get_modelmeta().custom_metadata_map)
+        self.meta = decode_metadata(self.session.get_modelmeta().custom_metadata_map)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.session.run([ONNX_OUTPUT], {ONNX_INPUT: x})[0], dtype=np.float32)
@@ -215,7 +217,7 @@ class _TorchBackend:
     def __init__(self, path: Path, threads: int | None) -> None:
         import torch
 
-        from digits.checkpoint import load_weights
+        from digits.models.weights import load_weights
 
         if threads:
             torch.set_num_threads(threads)  # torch has no per-model setting: this is process-wide
@@ -225,21 +227,9 @@ class _TorchBackend:
     def logits(self, x: np.ndarray) -> np.ndarray:
         import torch
 
-        from digits.evaluate import predict_logits
+        from digits.models.inference import predict_logits
 
         return predict_logits(self.model, torch.from_numpy(x), device="cpu").numpy()
-
-
-def _decode_meta(raw: dict[str, str]) -> dict[str, Any]:
-    import json
-
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def _installed(module: str) -> bool:
@@ -254,15 +244,15 @@ def find_model(model: str | os.PathLike[str] | None, backend: str = "auto") -> t
     onnxruntime is installed, then torch. Raises :class:`ModelFileError` saying what is missing.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if model is None:
-        where = f"the default model in {WEIGHTS_DIR}"
-        files = {"onnx": DEFAULT_ONNX, "torch": DEFAULT_SAFETENSORS}
+        where = f"the default model in {SHIPPED_DIR}"
+        files = {"onnx": SHIPPED_ONNX, "torch": SHIPPED_SAFETENSORS}
     else:
         path = Path(model)
         where = str(path)
         if path.is_dir():
-            files = {"onnx": path / RUN_ONNX, "torch": path / RUN_SAFETENSORS}
+            files = {"onnx": path / ONNX_NAME, "torch": path / WEIGHTS_NAME}
         elif path.suffix == ".onnx":
             files = {"onnx": path}
         elif path.suffix == ".safetensors":
@@ -316,7 +306,7 @@ class Recognizer:
         shapes: DigitShapes | None = None,
     ) -> None:
         if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+            raise ConfigError(f"threshold must be in [0, 1], got {threshold}")
         temperature = float(backend.meta.get("temperature", 1.0))
         if not temperature > 0:
             raise ModelFileError(f"{source} stores a temperature of {temperature}; it must be positive")
@@ -349,15 +339,12 @@ class Recognizer:
         runner: _Backend = _OnnxBackend(path, threads) if kind == "onnx" else _TorchBackend(path, threads)
         shapes = None
         if shape_check:
-            if not SHAPES_FILE.is_file():
+            if not SHIPPED_SHAPES.is_file():
                 raise ModelFileError(
-                    f"the digit shape model {SHAPES_FILE} is missing from the installation; reinstall digits "
+                    f"the digit shape model {SHIPPED_SHAPES} is missing from the installation; reinstall digits "
                     "(or load with shape_check=False, and letters and scribbles will pass for digits)"
                 )
-            try:
-                shapes = DigitShapes.load(SHAPES_FILE)
-            except ValueError as e:
-                raise ModelFileError(str(e)) from e
+            shapes = DigitShapes.load(SHIPPED_SHAPES)  # ModelFileError when it is not one
         return cls(runner, source=path, threshold=threshold, shapes=shapes)
 
     @property

@@ -27,23 +27,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from digits.augment import augment
-from digits.checkpoint import (
-    CHECKPOINT_NAME,
-    META_NAME,
-    WEIGHTS_NAME,
-    load_checkpoint,
-    remove_partial_files,
-    save_checkpoint,
-    save_weights,
-    write_json,
-)
+from digits.checkpoint import load_checkpoint, save_checkpoint
 from digits.config import TrainConfig
 from digits.data import MNIST, load_mnist
-from digits.evaluate import EvalResult, as_model_input, evaluate, predict_logits, to_tensors
+from digits.errors import ConfigError, RunError
+from digits.evaluate import EvalResult, evaluate, to_tensors
+from digits.files import remove_partial_files, write_json
 from digits.fused import Grads, SeedGradients, seed_layers, stem_forward
 from digits.models import count_parameters, create_model
+from digits.models.inference import as_model_input, predict_logits
 from digits.models.layers import ShiftAverage
+from digits.models.weights import save_weights
 from digits.optim import Optimizer
+from digits.spec import CHECKPOINT_NAME, META_NAME, WEIGHTS_NAME
 
 Log = Callable[[str], None]
 
@@ -87,7 +83,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu")
+        raise ConfigError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu")
     return torch.device(name)
 
 
@@ -297,17 +293,17 @@ def fit(
     ckpt_path = out_dir / CHECKPOINT_NAME
     if resume:
         if not ckpt_path.is_file():
-            raise FileNotFoundError(
+            raise RunError(
                 f"nothing to resume in {out_dir}: no {CHECKPOINT_NAME} (a finished run removes it; "
                 "a run that never finished its first epoch has none)"
             )
         state = load_checkpoint(ckpt_path)
         saved = TrainConfig.from_dict(json.loads(state["config"]))
         if saved != cfg:
-            raise ValueError(f"{out_dir} was started with a different config; resume it with the same settings")
+            raise RunError(f"{out_dir} was started with a different config; resume it with the same settings")
         preset = state.get("preset", preset)
     elif (out_dir / WEIGHTS_NAME).exists() or ckpt_path.exists():
-        raise FileExistsError(f"{out_dir} already holds a run; choose another --out, or --resume it")
+        raise RunError(f"{out_dir} already holds a run; choose another --out, or --resume it")
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in remove_partial_files(out_dir):
         log(f"removed {name}, a file a killed run had not finished writing")
@@ -319,7 +315,7 @@ def fit(
     data = data if data is not None else load_mnist(data_dir, log=log)
     train_x, train_y, val_x, val_y = split_train_val(data, cfg)
     if len(train_x) == 0:
-        raise ValueError("no training images left after train_limit and val_split")
+        raise ConfigError("no training images left after train_limit and val_split")
     # The whole training set lives on the device as one float tensor: (N, 1, 28, 28), no loader, no workers.
     channels_last = cfg.channels_last
     x = as_model_input(train_x, channels_last=channels_last).to(device)

@@ -8,8 +8,9 @@ Every file is checked against the canonical SHA-256 of the raw IDX file, whateve
 it is cached or used. This package needs numpy only; it knows nothing of models or command lines.
 """
 
+from digits.errors import DataError
+
 from .cache import FILES, default_data_dir
-from .errors import DataError
 from .mnist import MNIST, fetch_mnist, load_mnist
 
 __all__ = ["FILES", "MNIST", "DataError", "default_data_dir", "fetch_mnist", "load_mnist"]

@@ -2,19 +2,18 @@
 
 The cache holds the raw (uncompressed) IDX files under their standard names. A file is only ever
 trusted after its SHA-256 matches the canonical one: "file exists" is not "file verified". Files are
-written to a temporary name and renamed into place, so an interrupted fetch never leaves a half file
-behind under a name that could later pass for data.
+written with :func:`digits.files.write_bytes` (a temporary name, flushed, then renamed into place), so an
+interrupted fetch never leaves a half file behind under a name that could later pass for data.
 """
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import platformdirs
 
-from .errors import DataError
+from digits.errors import DataError
 
 # SHA-256 of the raw, uncompressed IDX files as published on LeCun's MNIST page (and mirrored
 # byte-for-byte by the usual mirrors). Order: training images, training labels, test images, labels.
@@ -52,26 +51,6 @@ def check_sha256(name: str, data: bytes, *, origin: str) -> None:
             f"({len(data)} bytes). The file is truncated, corrupted or not the official MNIST file; "
             "delete it and get a fresh copy."
         )
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is either absent/unchanged or complete.
-
-    The bytes go to a temporary file in the same folder (same file system, so the rename is atomic)
-    and are flushed to disk before ``os.replace`` gives them the real name. On any failure the
-    temporary file is removed.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache holds public data others may share
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_cached(data_dir: Path, log: Callable[[str], None]) -> dict[str, bytes]:

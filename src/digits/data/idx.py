@@ -9,7 +9,7 @@ import struct
 
 import numpy as np
 
-from .errors import DataError
+from digits.errors import DataError
 
 UBYTE = 0x08  # the only element type MNIST uses
 

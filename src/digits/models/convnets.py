@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from digits.errors import ConfigError
 from digits.models.layers import FlattenHWC, check_rate, dct_filters, keras_init
 from digits.models.layers import activation as make_act
 from digits.models.registry import register_model
@@ -17,7 +18,7 @@ HEADS = ("flatten", "gap")
 
 def _check_head(head: str) -> str:
     if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; choose one of: {', '.join(HEADS)}")
+        raise ConfigError(f"unknown head {head!r}; choose one of: {', '.join(HEADS)}")
     return head
 
 
@@ -109,9 +110,9 @@ def fastnet(
     """
     check_rate("dropout", dropout)
     if stem not in STEMS:
-        raise ValueError(f"unknown stem {stem!r}; choose one of: {', '.join(STEMS)}")
+        raise ConfigError(f"unknown stem {stem!r}; choose one of: {', '.join(STEMS)}")
     if len(widths) != 3 or not all(isinstance(w, int) and w > 0 for w in widths):
-        raise ValueError(f"widths must be three positive channel counts such as [16, 32, 64], got {widths!r}")
+        raise ConfigError(f"widths must be three positive channel counts such as [16, 32, 64], got {widths!r}")
     c1, c2, c3 = widths
 
     def block(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from digits.errors import ConfigError
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "sigmoid": nn.Sigmoid,
@@ -20,7 +22,7 @@ def activation(name: str) -> nn.Module:
     try:
         return ACTIVATIONS[name]()
     except KeyError:
-        raise ValueError(f"unknown activation {name!r}; choose one of: {', '.join(ACTIVATIONS)}") from None
+        raise ConfigError(f"unknown activation {name!r}; choose one of: {', '.join(ACTIVATIONS)}") from None
 
 
 def dct_filters(n: int) -> torch.Tensor:
@@ -30,7 +32,7 @@ def dct_filters(n: int) -> torch.Tensor:
     patch; with the negatives a ReLU after them keeps both signs. n may be at most 18.
     """
     if not 1 <= n <= 18:
-        raise ValueError(f"a 3x3 DCT filter bank has 1 to 18 filters (9 and their negatives), asked for {n}")
+        raise ConfigError(f"a 3x3 DCT filter bank has 1 to 18 filters (9 and their negatives), asked for {n}")
 
     def basis(u: int, v: int) -> torch.Tensor:
         cu = torch.tensor([math.cos(math.pi * (2 * i + 1) * u / 6) for i in range(3)])
@@ -92,7 +94,7 @@ class FlattenHWC(nn.Module):
 
 def check_rate(name: str, value: float) -> float:
     if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value}")
+        raise ConfigError(f"{name} must be in [0, 1), got {value}")
     return value
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from digits.errors import ConfigError
 from digits.models.layers import ShiftAverage
 
 ModelFn = Callable[..., nn.Module]
@@ -43,7 +44,7 @@ def model_info(name: str) -> ModelInfo:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(_REGISTRY)}") from None
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(_REGISTRY)}") from None
 
 
 def model_options(name: str) -> dict[str, object]:
@@ -62,13 +63,13 @@ def create_model(name: str, **options: object) -> nn.Module:
     valid = model_options(name)
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"model {name!r} has no option {', '.join(map(repr, unknown))}; "
             f"its options are: {', '.join(f'{k}={v!r}' for k, v in valid.items()) or 'none'}"
         )
     tta = options.pop("tta", False)
     if not isinstance(tta, bool):
-        raise ValueError(f"model option tta must be true or false, got {tta!r}")
+        raise ConfigError(f"model option tta must be true or false, got {tta!r}")
     net = info.fn(**options)
     return ShiftAverage(net) if tta else net
 

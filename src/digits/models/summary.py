@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from digits.pixels import IMAGE_SIZE
+from digits.spec import IMAGE_SIZE
 
 
 def summary(model: nn.Module, input_shape: tuple[int, ...] = (1, IMAGE_SIZE, IMAGE_SIZE)) -> str:

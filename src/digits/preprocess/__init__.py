@@ -11,7 +11,7 @@ made of), so a digit is normalised the same way wherever it comes from:
    line, left to right. A blank picture gives no digits, never a guess.
 3. :func:`to_mnist` turns each digit into what the model saw in training: light ink on black, fitted
    into 20x20 with its aspect ratio kept, centred by mass in 28x28, as MNIST itself was made.
-4. :func:`to_model_input` is the single conversion from those bytes to the model's float input.
+4. :func:`digits.spec.to_model_input` is the single conversion from those bytes to the model's float input.
 
 Only numpy, Pillow and OpenCV are used: reading digits needs no torch.
 """
@@ -27,10 +27,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from digits.pixels import IMAGE_SIZE
+from digits.errors import ImageError
 from digits.preprocess.glyphs import Glyph, segment
-from digits.preprocess.load import ImageError, ImageSource, load_image
-from digits.preprocess.mnist import stroke_width, to_mnist, to_model_input
+from digits.preprocess.load import ImageSource, load_image
+from digits.preprocess.mnist import stroke_width, to_mnist
+from digits.spec import IMAGE_SIZE
 
 __all__ = [
     "Glyph",
@@ -43,7 +44,6 @@ __all__ = [
     "segment",
     "stroke_width",
     "to_mnist",
-    "to_model_input",
 ]
 
 
@@ -61,7 +61,7 @@ class Prepared:
 
     @property
     def images(self) -> np.ndarray:
-        """(N, 28, 28) uint8: the glyph images, ready for :func:`to_model_input`."""
+        """(N, 28, 28) uint8: the glyph images, ready for :func:`digits.spec.to_model_input`."""
         if not self.glyphs:
             return np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
         return np.stack([g.image for g in self.glyphs])

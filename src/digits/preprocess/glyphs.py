@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from digits.preprocess.load import ImageError
+from digits.errors import ImageError
 from digits.preprocess.mnist import BOX, to_mnist
 
 # Ink is found on at most this many pixels (512x512); bigger pictures are area-averaged down by an

@@ -15,16 +15,14 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from digits.errors import ImageError
+
 ImageSource: TypeAlias = "str | os.PathLike[str] | bytes | Image.Image | np.ndarray"
 
 # Formats a user may send. Restricting Image.open to these keeps Pillow from handing a file to
 # decoders nobody meant to expose (EPS, for one, runs Ghostscript).
 _FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")  # JPEG covers MPO, a phone's multi-picture JPEG
 _FORMAT_NAMES = "PNG, JPEG, BMP, GIF, TIFF or WebP"
-
-
-class ImageError(ValueError):
-    """An image could not be read; the message says what went wrong and how to fix it."""
 
 
 def load_image(src: ImageSource, *, max_pixels: int = 50_000_000) -> np.ndarray:

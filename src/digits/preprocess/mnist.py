@@ -1,4 +1,4 @@
-"""MNIST's own normalisation of a digit, and the conversion of its bytes to model input.
+"""MNIST's own normalisation of a digit: fitted into 20x20, centred by mass in 28x28.
 
 LeCun, Cortes and Burges, "The MNIST database": the bilevel NIST digits "were size normalized to fit
 in a 20x20 pixel box while preserving their aspect ratio", which left grey levels from anti-aliasing,
@@ -7,13 +7,11 @@ and were "centered in a 28x28 image by computing the center of mass of the pixel
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import cv2
 import numpy as np
 
-from digits.pixels import IMAGE_SIZE, PIXEL_SCALE
-from digits.preprocess.load import ImageError
+from digits.errors import ImageError
+from digits.spec import IMAGE_SIZE, PIXEL_SCALE
 
 BOX = 20  # side of the box the ink is fitted into
 # Where the centre of mass goes, in pixel-index coordinates (row, col): MNIST's test digits average
@@ -122,15 +120,3 @@ def _set_stroke(a: np.ndarray, target: float) -> np.ndarray:
     if radius > 0:
         return cv2.dilate(cv2.copyMakeBorder(binary, r, r, r, r, cv2.BORDER_CONSTANT, value=0), kernel)
     return cv2.erode(binary, kernel)
-
-
-def to_model_input(images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-    """(N, 28, 28) uint8 digits -> (N, 1, 28, 28) float32 in [0, 1]: the one conversion to model input."""
-    batch = np.asarray(images) if len(images) else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
-    if batch.ndim == 2:
-        batch = batch[None]
-    if batch.ndim != 3 or batch.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or batch.dtype != np.uint8:
-        raise ValueError(
-            f"expected uint8 images of shape (N, {IMAGE_SIZE}, {IMAGE_SIZE}), got {batch.dtype} {batch.shape}"
-        )
-    return (batch.astype(np.float32) / np.float32(PIXEL_SCALE))[:, None]
