@@ -1,4 +1,4 @@
-"""How long ``digits.augment.augment`` takes per batch, for several transform sets and batch sizes.
+"""How long ``digits.train.augment.augment`` takes per batch, for several transform sets and batch sizes.
 
     python benchmarks/augment_speed.py [--batch-sizes 32 256 1024] [--repeats 100] [--threads N]
                                        [--dtype float32|bfloat16] [--device cpu|cuda]
@@ -17,7 +17,7 @@ import time
 import torch
 
 from common import machine_info
-from digits.augment import AugmentConfig, augment, parse_augment
+from digits.train.augment import AugmentConfig, augment, parse_augment
 
 TRANSFORM_SETS: dict[str, str] = {
     "none": "none",

@@ -78,7 +78,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def train_images(preset: str) -> int:
     """Images one epoch of ``preset`` trains on: its train_limit (or all 60,000) less the validation split."""
-    from digits.config import get_preset
+    from digits.train.config import get_preset
 
     cfg = get_preset(preset)
     return int((cfg.train_limit or 60_000) * (1.0 - cfg.val_split))

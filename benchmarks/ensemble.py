@@ -20,8 +20,8 @@ import torch
 from common import markdown_table, write_json
 from digits.data import load_mnist
 from digits.errors import ModelFileError
-from digits.evaluate import predict_probabilities, to_tensors
 from digits.models.weights import load_weights
+from digits.train.evaluate import predict_probabilities, to_tensors
 
 
 def main() -> None:

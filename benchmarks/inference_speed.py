@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,15 +27,9 @@ import torch
 from common import machine_info, write_json
 from digits.export import export_onnx
 from digits.models.weights import load_weights
-from digits.recognize import Recognizer
+from digits.reading.recognizer import Recognizer
 from digits.spec import ONNX_INPUT, ONNX_OUTPUT, SHIPPED_ONNX, SHIPPED_SAFETENSORS, to_model_input
-
-
-def _images_module():  # the synthetic pictures live with the tests, which reuse them
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    import images
-
-    return images
+from digits.testing import scenes as images
 
 
 def timings(fn: Callable[[], object], runs: int, warmup: int = 20) -> np.ndarray:
@@ -70,8 +63,6 @@ def main() -> None:
     onnx_path = SHIPPED_ONNX if args.model is None else Path("/tmp") / "digits-benchmark.onnx"
     if args.model is not None:
         export_onnx(weights, onnx_path)
-
-    images = _images_module()
     rng = np.random.default_rng(0)
     digits = [images.font_digit(d) for d in (3, 1, 4, 7)]
     batch = {n: to_model_input(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)) for n in (1, 256, 1000)}

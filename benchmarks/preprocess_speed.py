@@ -1,7 +1,7 @@
 """How long preprocessing takes: decoding a photo and finding its digits, and one to_mnist.
 
 Prints a table of median and 90th-percentile milliseconds over many runs, with the versions and the
-machine it was measured on, and writes the same as JSON. The photo is synthetic (tests/images.py):
+machine it was measured on, and writes the same as JSON. The photo is synthetic (digits.testing.scenes):
 1000x1000 pixels, four digits about 150 pixels tall, uneven light and sensor noise. Reading it needs
 no torch, and neither does this script.
 
@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,15 +23,9 @@ import cv2
 import numpy as np
 import PIL
 
-from digits.preprocess import load_image, prepare, segment, to_mnist
+from digits.reading.pipeline import load_image, prepare, segment, to_mnist
 from digits.spec import to_model_input
-
-
-def _images_module():  # the synthetic pictures live with the tests, which reuse them
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    import images
-
-    return images
+from digits.testing import scenes as images
 
 
 def measure(fn: Callable[[], object], runs: int) -> tuple[float, float]:
@@ -54,8 +47,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads is not None:
         cv2.setNumThreads(args.threads)
-
-    images = _images_module()
     digits = [images.font_digit(d) for d in (3, 1, 4, 7)]
     scene = images.paper(digits, size=(1000, 1000), origin=(120, 420), height=150, rgb=True, noise=0.03)
     photo = scene.image  # (1000, 1000, 3) uint8

@@ -2,7 +2,7 @@
 
 On MNIST *test* digits (through the whole reading path: preprocess, model, calibration, shape check):
 
-* as given (28x28 arrays) and photographed on paper (tests/images.py: uneven light, noise, thin and
+* as given (28x28 arrays) and photographed on paper (digits.testing.scenes: uneven light, noise, thin and
   thick pens, RGBA drawings): accuracy, how often a right answer is marked uncertain (false doubt),
   how often a wrong one is (caught), and how often a wrong one is confident;
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -24,14 +23,8 @@ import cv2
 import numpy as np
 
 from digits.data import load_mnist
-from digits.recognize import Recognizer
-
-
-def _images_module():  # the synthetic pictures live with the tests, which reuse them
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    import images
-
-    return images
+from digits.reading.recognizer import Recognizer
+from digits.testing import scenes as images
 
 
 def not_digits(images) -> dict[str, np.ndarray]:  # noqa: ANN001 (the tests' images module)
@@ -92,8 +85,6 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="MNIST test digits per condition")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/reading_quality.json"))
     args = parser.parse_args()
-
-    images = _images_module()
     recognizer = Recognizer.load(args.model)
     mnist = load_mnist(args.data_dir)
     index = np.random.default_rng(0).choice(len(mnist.test_images), args.n, replace=False)

@@ -1,4 +1,4 @@
-"""Tests for digits.augment: geometry against exact oracles, randomness, dtypes, config parsing."""
+"""Tests for digits.train.augment: geometry against exact oracles, randomness, dtypes, config parsing."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from digits.augment import (
+from digits.train.augment import (
     ERASE_AREA,
     AugmentConfig,
     _affine_theta,

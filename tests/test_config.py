@@ -2,8 +2,8 @@ import dataclasses
 
 import pytest
 
-from digits.augment import AugmentConfig
-from digits.config import PRESET_PURPOSES, PRESETS, TrainConfig, get_preset, override
+from digits.train.augment import AugmentConfig
+from digits.train.config import PRESET_PURPOSES, PRESETS, TrainConfig, get_preset, override
 
 
 def test_seed_preset_is_the_articles_recipe():

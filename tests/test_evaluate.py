@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from digits.evaluate import EvalResult, evaluate
 from digits.models import create_model
 from digits.models.layers import shift_images
+from digits.train.evaluate import EvalResult, evaluate
 
 
 def test_shift_moves_pixels_and_fills_with_background():

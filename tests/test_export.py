@@ -17,7 +17,7 @@ from digits.export import check_parity, export_onnx, onnx_logits, read_metadata
 from digits.models import create_model
 from digits.models.weights import load_weights
 from digits.spec import ONNX_INPUT, ONNX_OUTPUT, SHIPPED_ONNX, SHIPPED_SAFETENSORS, to_model_input
-from test_recognize import model_dir  # noqa: F401  (the session's trained model, built once for both files)
+from test_recognizer import model_dir  # noqa: F401  (the session's trained model, built once for both files)
 
 
 def test_export_is_a_checked_onnx_file_with_the_models_metadata(model_dir):  # noqa: F811

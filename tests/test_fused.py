@@ -14,13 +14,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from digits import native
-from digits.config import get_preset, override
-from digits.evaluate import to_tensors
-from digits.fused import SeedGradients, StemForward, convblocks, seed_layers, stem_forward, stem_layers
 from digits.models import create_model
 from digits.models.inference import as_model_input
-from digits.train import fit, gradient_function
+from digits.train.config import get_preset, override
+from digits.train.evaluate import to_tensors
+from digits.train.fast import native
+from digits.train.fast.fused import SeedGradients, StemForward, convblocks, seed_layers, stem_forward, stem_layers
+from digits.train.loop import fit, gradient_function
 
 
 def autograd_grads(model, x, y, label_smoothing):
@@ -65,7 +65,7 @@ def test_seed_gradients_in_bf16_are_close_to_float32():
 
 COMPILER = os.environ.get("CC") or "cc"
 needs_compiler = pytest.mark.skipif(
-    shutil.which(shlex.split(COMPILER)[0]) is None, reason="no C compiler to build digits/convblocks.c"
+    shutil.which(shlex.split(COMPILER)[0]) is None, reason="no C compiler to build digits/train/fast/convblocks.c"
 )
 
 
@@ -178,7 +178,7 @@ def test_fused_and_autograd_training_end_alike(mnist, tmp_path, preset, images, 
         stems.append(stem_forward(*args))
         return stems[-1]
 
-    monkeypatch.setattr("digits.train.stem_forward", spy)
+    monkeypatch.setattr("digits.train.loop.stem_forward", spy)
     cfg = override(get_preset(preset), train_limit=images, epochs=1, precision="fp32", val_split=0.0)
     runs = [
         fit(override(cfg, fused=fused), tmp_path / str(fused), data=mnist, progress=False, log=lambda s: None)
@@ -308,7 +308,7 @@ def test_only_a_stride_2_stem_the_kernel_serves_gets_one():
 
 FAULTS = """
 import ctypes, json, resource, sys, torch
-from digits.train import keep_freed_memory
+from digits.train.loop import keep_freed_memory
 if sys.argv[1] == "keep" and not keep_freed_memory():
     print("unsupported"); sys.exit()
 class MallInfo2(ctypes.Structure):

@@ -1,4 +1,4 @@
-"""digits.optim.Optimizer makes torch.optim's updates, step for step, and resumes from its state."""
+"""digits.train.optim.Optimizer makes torch.optim's updates, step for step, and resumes from its state."""
 
 import subprocess
 import sys
@@ -6,9 +6,9 @@ import sys
 import pytest
 import torch
 
-from digits.config import TrainConfig
 from digits.errors import RunError
-from digits.optim import ADAGRAD_INITIAL, RMSPROP_ALPHA, Optimizer
+from digits.train.config import TrainConfig
+from digits.train.optim import ADAGRAD_INITIAL, RMSPROP_ALPHA, Optimizer
 
 SETTINGS = [
     dict(optimizer="sgd"),
@@ -117,8 +117,8 @@ def test_training_does_not_import_the_compiler():
     # torch.optim.Optimizer imports torch._dynamo (~1 s) when built; digits' optimizer must not.
     code = (
         "import sys, torch\n"
-        "from digits.config import TrainConfig\n"
-        "from digits.optim import Optimizer\n"
+        "from digits.train.config import TrainConfig\n"
+        "from digits.train.optim import Optimizer\n"
         "p = torch.nn.Parameter(torch.ones(3)); p.grad = torch.ones(3)\n"
         "Optimizer(TrainConfig(), [p]).step(0.1)\n"
         "print('torch._dynamo' in sys.modules)\n"

@@ -5,10 +5,10 @@ from importlib import resources
 
 import pytest
 
-from digits.config import TrainConfig
 from digits.data import FILES
-from digits.evaluate import evaluate, to_tensors
 from digits.models.weights import load_weights
+from digits.train.config import TrainConfig
+from digits.train.evaluate import evaluate, to_tensors
 
 WEIGHTS = resources.files("digits") / "weights"
 

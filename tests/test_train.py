@@ -3,15 +3,15 @@ import json
 import pytest
 import torch
 
-import digits.train as train_mod
-from digits.config import PRESETS, TrainConfig, get_preset, override
+import digits.train.loop as train_mod
 from digits.errors import RunError
-from digits.evaluate import evaluate, to_tensors
 from digits.models import create_model
 from digits.models.layers import dct_filters
 from digits.models.weights import load_weights
 from digits.spec import CHECKPOINT_NAME
-from digits.train import fit, lr_factor, split_train_val
+from digits.train.config import PRESETS, TrainConfig, get_preset, override
+from digits.train.evaluate import evaluate, to_tensors
+from digits.train.loop import fit, lr_factor, split_train_val
 
 SMALL = override(get_preset("seed"), train_limit=5000, epochs=2, batch_size=64)
 

@@ -6,7 +6,7 @@
     r.read("number.jpg").text        # all the digits, e.g. "2026"
 
 Importing ``digits`` is cheap and needs no torch: ``Recognizer`` is imported on first use, and the
-training API lives in ``digits.train``, ``digits.models`` and ``digits.evaluate``, imported when used.
+training API lives in ``digits.train.loop``, ``digits.models`` and ``digits.train.evaluate``, imported when used.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ __version__ = "0.1.0"
 __all__ = ["Recognizer", "__version__"]
 
 if TYPE_CHECKING:
-    from digits.recognize import Recognizer
+    from digits.reading.recognizer import Recognizer
 
 
 def __getattr__(name: str) -> Any:
     # PEP 562: ``digits.Recognizer`` imports the reading code (numpy, OpenCV) only when asked for.
     if name == "Recognizer":
-        from digits.recognize import Recognizer
+        from digits.reading.recognizer import Recognizer
 
         return Recognizer
     raise AttributeError(f"module 'digits' has no attribute {name!r}")

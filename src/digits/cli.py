@@ -15,9 +15,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from digits.config import PRESET_PURPOSES
 from digits.errors import DigitsError, UsageError
 from digits.spec import ONNX_INT8_NAME, ONNX_NAME
+from digits.train.config import PRESET_PURPOSES
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -57,7 +57,7 @@ _SKIP = {"model_options"}  # set through the model options group
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    from digits.config import TrainConfig
+    from digits.train.config import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
     g = p.add_argument_group("training config (each overrides the preset's value)")
@@ -82,8 +82,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _config_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    from digits.augment import parse_augment
-    from digits.config import TrainConfig
+    from digits.train.augment import parse_augment
+    from digits.train.config import TrainConfig
 
     out: dict[str, Any] = {}
     for f in dataclasses.fields(TrainConfig):
@@ -133,12 +133,12 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from digits.config import TrainConfig, get_preset, override
-    from digits.train import fit
+    from digits.train.config import TrainConfig, get_preset, override
+    from digits.train.loop import fit
 
     if args.resume:
-        from digits.checkpoint import load_checkpoint
         from digits.spec import CHECKPOINT_NAME
+        from digits.train.checkpoint import load_checkpoint
 
         out = Path(args.resume)
         if not (out / CHECKPOINT_NAME).is_file():
@@ -177,10 +177,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from digits import plots
     from digits.data import load_mnist
-    from digits.evaluate import evaluate, to_tensors
     from digits.models.weights import load_weights
+    from digits.train import plots
+    from digits.train.evaluate import evaluate, to_tensors
 
     model, meta = load_weights(args.model)
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
@@ -232,8 +232,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
     from digits.data import load_mnist
-    from digits.evaluate import evaluate, to_tensors
     from digits.models.weights import load_weights
+    from digits.train.evaluate import evaluate, to_tensors
 
     if len(args.models) < 2 and not args.tta:
         raise UsageError("an ensemble needs at least two models (or one with --tta)")
@@ -263,7 +263,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
 # --- reading images: no torch on the onnxruntime path (recognize is imported inside the commands) ----------------
 def _load_recognizer(args: argparse.Namespace) -> Any:
-    from digits.recognize import DEFAULT_THRESHOLD, Recognizer
+    from digits.reading.recognizer import DEFAULT_THRESHOLD, Recognizer
 
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     return Recognizer.load(args.model, backend=args.backend, threshold=threshold)
@@ -271,7 +271,7 @@ def _load_recognizer(args: argparse.Namespace) -> Any:
 
 def _save_debug(directory: str, index: int, source: str, predictions: list[Any]) -> None:
     """Write what the model saw for one input into DIR/<index>_<name>/ (see preprocess.save_debug)."""
-    from digits.preprocess import Glyph, ImageError, load_image, save_debug
+    from digits.reading.pipeline import Glyph, ImageError, load_image, save_debug
 
     glyphs = [Glyph(box=p.box, image=p.image28, line=p.line) for p in predictions if p.image28 is not None]
     try:

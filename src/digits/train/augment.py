@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from digits.config import AugmentConfig, format_augment, parse_augment
+from digits.train.config import AugmentConfig, format_augment, parse_augment
 
 __all__ = ["AugmentConfig", "augment", "format_augment", "parse_augment"]
 

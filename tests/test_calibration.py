@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from digits.calibrate import T_MAX, T_MIN, DigitShapes, fit_digit_shapes, fit_temperature, nll, softmax
 from digits.data import FILES
+from digits.reading.calibration import T_MAX, T_MIN, DigitShapes, fit_digit_shapes, fit_temperature, nll, softmax
 from digits.spec import SHIPPED_SHAPES
 
 
@@ -117,7 +117,7 @@ def test_shapes_tell_one_digit_from_another(shapes, mnist):
 
 
 def test_shapes_flag_letters_that_a_network_calls_4(shapes):
-    from images import stroke_digit  # tests/images.py
+    from digits.testing.scenes import stroke_digit
 
     letters = {
         "M": [[(15, 180), (30, 20), (100, 140), (170, 20), (185, 180)]],

@@ -1,8 +1,8 @@
 """Hand-written passes for two networks' first blocks, for speed on CPUs; same results as autograd.
 
 At MNIST's sizes a first block (a convolution of one input channel and what follows it) is several small
-PyTorch kernels, mostly overhead for a few million multiply-adds. The C kernels in ``digits/convblocks.c``
-(compiled on first use, ``digits.native``) do each block in one pass forward and one or two back. Both
+PyTorch kernels, mostly overhead for a few million multiply-adds. The C kernels in ``digits/train/fast/convblocks.c``
+(compiled on first use, ``digits.train.fast.native``) do each block in one pass forward and one or two back. Both
 serve float32 models with a multiple of 16 channels; elsewhere, or without a C compiler, training runs
 as before. With bf16 a kernel convolves in float32 and stores only its output in bfloat16, which is
 closer to float32 than autocast's bfloat16 convolution. tests/test_fused.py checks them against autograd.
@@ -34,8 +34,8 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from digits import native
 from digits.models.layers import FlattenHWC
+from digits.train.fast import native
 
 Grads = tuple[torch.Tensor, torch.Tensor]  # (loss, logits)
 KERNEL_CHANNELS = 16  # convblocks.c works on channels in groups of this many
@@ -43,7 +43,7 @@ KERNEL_CHANNELS = 16  # convblocks.c works on channels in groups of this many
 
 @functools.cache
 def convblocks() -> ctypes.CDLL | None:
-    """The compiled ``digits/convblocks.c`` with its functions typed, or None where it cannot be built."""
+    """The compiled ``digits/train/fast/convblocks.c`` with its functions typed, or None where it cannot be built."""
     lib = native.load("convblocks")
     if lib is not None:
         ptr, i64, flag, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double

@@ -26,20 +26,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from digits.augment import augment
-from digits.checkpoint import load_checkpoint, save_checkpoint
-from digits.config import TrainConfig
 from digits.data import MNIST, load_mnist
 from digits.errors import ConfigError, RunError
-from digits.evaluate import EvalResult, evaluate, to_tensors
 from digits.files import remove_partial_files, write_json
-from digits.fused import Grads, SeedGradients, seed_layers, stem_forward
 from digits.models import count_parameters, create_model
 from digits.models.inference import as_model_input, predict_logits
 from digits.models.layers import ShiftAverage
 from digits.models.weights import save_weights
-from digits.optim import Optimizer
 from digits.spec import CHECKPOINT_NAME, META_NAME, WEIGHTS_NAME
+from digits.train.augment import augment
+from digits.train.checkpoint import load_checkpoint, save_checkpoint
+from digits.train.config import TrainConfig
+from digits.train.evaluate import EvalResult, evaluate, to_tensors
+from digits.train.fast.fused import Grads, SeedGradients, seed_layers, stem_forward
+from digits.train.optim import Optimizer
 
 Log = Callable[[str], None]
 
@@ -123,7 +123,7 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 def gradient_function(model: nn.Module, cfg: TrainConfig, device: torch.device) -> Callable[[Tensor, Tensor], Grads]:
     """``grads(x, y) -> (loss, logits)`` that leaves d(loss)/d(parameters) in each ``p.grad``.
 
-    Autograd for every model, except on the CPU (digits.fused, same gradients in fewer operations): the
+    Autograd for every model, except on the CPU (digits.train.fast.fused, same gradients in fewer operations): the
     seed network's whole pass is hand-written, and fastnet's stride-2 stem runs in a C kernel.
     """
     fused = cfg.fused and device.type == "cpu"
@@ -437,7 +437,7 @@ def _fit_temperature(
     model: nn.Module, val_x: torch.Tensor, val_y: torch.Tensor, cfg: TrainConfig, device: torch.device
 ) -> float:
     """Temperature scaling (Guo et al. 2017) on the validation split, so confidences mean what they say."""
-    from digits.calibrate import fit_temperature
+    from digits.reading.calibration import fit_temperature
 
     logits = predict_logits(model, val_x, batch_size=cfg.eval_batch_size, precision=cfg.eval_precision, device=device)
     return fit_temperature(logits.cpu().numpy(), val_y.cpu().numpy())  # from the device, if on one
@@ -485,6 +485,6 @@ def _write_run(run: Run, data: MNIST, preset: str | None, chosen_epoch: int) -> 
     ]
     (out / "history.csv").write_text("\n".join(lines) + "\n")
     if len(run.history) > 1:  # one point is not a curve; a one-epoch run also skips matplotlib's ~1 s import
-        from digits import plots
+        from digits.train import plots
 
         plots.learning_curves(run.history, out / "curves.png")

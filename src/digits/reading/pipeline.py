@@ -28,9 +28,9 @@ import numpy as np
 from PIL import Image
 
 from digits.errors import ImageError
-from digits.preprocess.glyphs import Glyph, segment
-from digits.preprocess.load import ImageSource, load_image
-from digits.preprocess.mnist import stroke_width, to_mnist
+from digits.reading.load import ImageSource, load_image
+from digits.reading.normalize import stroke_width, to_mnist
+from digits.reading.segment import Glyph, segment
 from digits.spec import IMAGE_SIZE
 
 __all__ = [

@@ -16,7 +16,7 @@ from typing import Any
 from digits.errors import ConfigError
 from digits.spec import EVAL_BATCH_SIZE
 
-# --- augmentation (applied by digits.augment.augment) ---------------------------------------------------
+# --- augmentation (applied by digits.train.augment.augment) ---------------------------------------------------
 _FLOAT_FIELDS = ("rotate", "scale", "shift", "shear", "elastic", "elastic_sigma", "erase", "noise", "blur")
 _BOOL_FIELDS = ("hflip", "vflip")
 _TRUE = ("1", "true", "yes", "on")
@@ -35,7 +35,7 @@ class AugmentConfig:
     elastic_sigma: float = 4.0  # smoothness of the elastic displacement field in pixels (Simard: 4)
     erase: float = 0.0  # probability of erasing one random rectangle per image (Zhong et al. 2017)
     noise: float = 0.0  # std of additive gaussian noise, result clamped to [0, 1]
-    blur: float = 0.0  # probability of a gaussian blur per image, sigma uniform in digits.augment.BLUR_SIGMA
+    blur: float = 0.0  # probability of a gaussian blur per image, sigma uniform in digits.train.augment.BLUR_SIGMA
     hflip: bool = False  # mirror left-right with probability 1/2: changes which digit an image shows
     vflip: bool = False  # mirror top-bottom with probability 1/2: same caveat
 
@@ -172,7 +172,7 @@ class TrainConfig:
     # how it runs: these change speed, not the recipe
     precision: str = "bf16"  # autocast dtype for matmuls/convs; bf16 uses the CPU's AMX units
     channels_last: bool = True
-    fused: bool = True  # on CPU: hand-written passes for the seed network and fastnet's stem (digits.fused)
+    fused: bool = True  # on CPU: hand-written passes for the seed network and fastnet's stem (digits.train.fast.fused)
     threads: int = 0  # torch intra-op threads (0 = leave torch's default: one per core)
     eval_batch_size: int = EVAL_BATCH_SIZE
     eval_precision: str = "fp32"  # of validation and test passes; bf16 took ~0.6x the time here, same accuracy

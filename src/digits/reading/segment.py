@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from digits.errors import ImageError
-from digits.preprocess.mnist import BOX, to_mnist
+from digits.reading.normalize import BOX, to_mnist
 
 # Ink is found on at most this many pixels (512x512); bigger pictures are area-averaged down by an
 # integer factor, which also averages away sensor noise.

@@ -161,7 +161,7 @@ def fit_digit_shapes(
     """Fit :class:`DigitShapes` on (N, 28, 28) uint8 MNIST training digits and their labels.
 
     With k = 10 directions per class and the limit at the 98th percentile, 2% of held-out MNIST
-    digits score above 1 (fewer, about 0.5%, once photographed and normalised by digits.preprocess),
+    digits score above 1 (fewer, about 0.5%, once photographed and normalised by digits.reading.pipeline),
     while most letters, symbols and scribbles a network calls digits do (benchmarks/reading_quality.py).
     The file shipped in the package is made by :func:`main`.
     """
@@ -200,7 +200,7 @@ def fit_digit_shapes(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Fit the digit shapes shipped in the package: ``python -m digits.calibrate [--data-dir D] [-o FILE]``.
+    """Fit the digit shapes shipped in the package: ``python -m digits.reading.calibration [--data-dir D] [-o FILE]``.
 
     Uses the first 48,000 MNIST training images, which are training images under any validation
     split up to 20%, so no model's validation or test digits are ever looked at.
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from digits.data import load_mnist
 
-    parser = argparse.ArgumentParser(prog="python -m digits.calibrate", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m digits.reading.calibration", description=main.__doc__)
     parser.add_argument("--data-dir", help="where MNIST is cached (default: $DIGITS_DATA_DIR or the user cache)")
     parser.add_argument("-o", "--out", default=str(Path(__file__).resolve().parent / "weights" / "digit_shapes.npz"))
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """C kernels shipped as source, compiled on first use with the machine's C compiler, loaded with ctypes.
 
-Some work is too small for PyTorch's kernels to run it efficiently (see ``digits/convblocks.c``). Such a
+Some work is too small for PyTorch's kernels to run it efficiently (see ``digits/train/fast/convblocks.c``). Such a
 kernel is a plain C file in the package; ``load(name)`` compiles it once per machine into the user cache
 (``-O3 -march=native``: for this CPU's vector units) and returns the library. Without a working compiler
 it warns once and returns None, and the caller computes the same thing with PyTorch operations.

@@ -2,10 +2,10 @@
 
 The Recognizer joins three things, each with its own home:
 
-* :mod:`digits.preprocess` finds the digits in a picture and makes each look like MNIST (28x28);
+* :mod:`digits.reading.pipeline` finds the digits in a picture and makes each look like MNIST (28x28);
 * a trained network turns each 28x28 into logits, run by onnxruntime (an ``.onnx`` file, no torch
   needed) or by torch (a ``.safetensors`` file or a run directory);
-* :mod:`digits.calibrate` turns logits into honest probabilities (the temperature stored with the
+* :mod:`digits.reading.calibration` turns logits into honest probabilities (the temperature stored with the
   model) and says whether the shape looks like a handwritten digit at all.
 
 It answers only when it can: a picture with no ink gives no digit ("no digit found"), and a digit
@@ -27,10 +27,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from digits.calibrate import DigitShapes, softmax
 from digits.errors import ConfigError, ImageError, ModelFileError
 from digits.files import decode_metadata
-from digits.preprocess import Glyph, ImageSource, prepare
+from digits.reading.calibration import DigitShapes, softmax
+from digits.reading.pipeline import Glyph, ImageSource, prepare
 from digits.spec import (
     IMAGE_SIZE,
     NUM_CLASSES,
@@ -293,8 +293,8 @@ class Recognizer:
     """A loaded model that reads digits in pictures. Build it with :meth:`Recognizer.load`.
 
     Pictures may be a path, the bytes of an image file, a PIL image or a numpy array (see
-    :func:`digits.preprocess.load_image`); a picture that cannot be read raises
-    :class:`digits.preprocess.ImageError`.
+    :func:`digits.reading.pipeline.load_image`); a picture that cannot be read raises
+    :class:`digits.reading.pipeline.ImageError`.
     """
 
     def __init__(

@@ -1,6 +1,6 @@
-"""Tests of digits.preprocess: decoding, finding digits in pictures, and MNIST normalisation.
+"""Tests of digits.reading.pipeline: decoding, finding digits in pictures, and MNIST normalisation.
 
-The digits are drawn with OpenCV fonts (tests/images.py) and put into realistic pictures; each test
+The digits are drawn with OpenCV fonts (digits.testing.scenes) and put into realistic pictures; each test
 checks what was read against what was put there: how many digits, where, in which order and line,
 and how closely each 28x28 result matches the MNIST normalisation of the clean digit.
 """
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-from digits.preprocess import (
+from digits.reading.pipeline import (
     ImageError,
     load_image,
     prepare,
@@ -30,7 +30,7 @@ from digits.preprocess import (
     to_mnist,
 )
 from digits.spec import IMAGE_SIZE, PIXEL_SCALE, to_model_input
-from images import (  # tests/images.py: pytest puts the tests folder on sys.path
+from digits.testing.scenes import (
     FONTS,
     break_stroke,
     encode,
@@ -420,5 +420,5 @@ def test_bad_inputs_raise_a_clear_image_error(tmp_path: Path) -> None:
 
 
 def test_reading_pictures_does_not_import_torch() -> None:
-    code = "import sys, digits.preprocess; sys.exit('torch' in sys.modules)"
+    code = "import sys, digits.reading.pipeline; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -26,8 +26,8 @@ def to_mnist(ink: np.ndarray, *, stroke: float | None = None) -> np.ndarray:
     """Normalise light-on-dark ink the way MNIST was made; returns (28, 28) uint8.
 
     ``ink`` is a 2-D array of light ink on a black background, uint8 or float in [0, 1]: an MNIST
-    image, a canvas, or a crop from :func:`digits.preprocess.segment`. Pictures of paper (dark ink,
-    uneven light) go through :func:`digits.preprocess.prepare` instead. The ink's bounding box is
+    image, a canvas, or a crop from :func:`digits.reading.pipeline.segment`. Pictures of paper (dark ink,
+    uneven light) go through :func:`digits.reading.pipeline.prepare` instead. The ink's bounding box is
     fitted into 20x20 keeping the aspect ratio (area averaging when shrinking), the typical stroke
     brightness is stretched to 255, and the result is pasted into 28x28 with its centre of mass at
     the centre. With ``stroke`` set, strokes are first thickened or thinned towards that width in

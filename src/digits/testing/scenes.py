@@ -50,7 +50,7 @@ def stroke_digit(strokes: Sequence[Sequence[tuple[int, int]]], *, thickness: int
 def mnist_like(ink: np.ndarray) -> np.ndarray:
     """Fit light-on-dark ink into 20x20 keeping its aspect ratio and centre it by mass in 28x28.
 
-    A plain reference version of MNIST's normalisation, independent of digits.preprocess.
+    A plain reference version of MNIST's normalisation, independent of digits.reading.pipeline.
     """
     x, y, w, h = cv2.boundingRect((ink > 0).astype(np.uint8))
     crop = ink[y : y + h, x : x + w].astype(np.float32)

@@ -1,6 +1,6 @@
-"""Tests of digits.recognize: reading real MNIST test digits put into realistic pictures.
+"""Tests of digits.reading.recognizer: reading real MNIST test digits put into realistic pictures.
 
-Every picture is built here from MNIST *test* digits (tests/images.py: dark ink on light paper with a
+Every picture is built here from MNIST *test* digits (digits.testing.scenes: dark ink on light paper with a
 lighting gradient and sensor noise, off-centre, thick and thin strokes, RGBA drawings, numbers with
 varied gaps), so each test knows what was written and checks what was read: the digits, the text,
 the boxes, and that nothing is claimed where nothing is written.
@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digits.calibrate import softmax
 from digits.cli import main
 from digits.data import MNIST
-from digits.preprocess import ImageError
-from digits.recognize import (
+from digits.reading.calibration import softmax
+from digits.reading.pipeline import ImageError
+from digits.reading.recognizer import (
     LOW_CONFIDENCE,
     NO_DIGIT,
     UNLIKE_A_DIGIT,
@@ -36,7 +36,7 @@ from digits.recognize import (
     find_model,
 )
 from digits.spec import SHIPPED_ONNX, SHIPPED_SAFETENSORS
-from images import encode, jpeg_roundtrip, paper, rgba_drawing, stroke_digit
+from digits.testing.scenes import encode, jpeg_roundtrip, paper, rgba_drawing, stroke_digit
 
 # --------------------------------------------------------------------------------------------------
 # A model to read with
@@ -58,8 +58,8 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, mnist: MNIST) -> Path:
         out.mkdir()
         shutil.copy(SHIPPED_SAFETENSORS, out / "model.safetensors")
     else:
-        from digits.config import get_preset, override
-        from digits.train import fit
+        from digits.train.config import get_preset, override
+        from digits.train.loop import fit
 
         # The fast preset (one epoch), keeping the last 10% to fit the temperature on: 99% in seconds.
         cfg = override(get_preset("fast"), val_split=0.1)

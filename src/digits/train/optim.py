@@ -19,8 +19,8 @@ from torch.optim.adamw import adamw
 from torch.optim.rmsprop import rmsprop
 from torch.optim.sgd import sgd
 
-from digits.config import TrainConfig
 from digits.errors import RunError
+from digits.train.config import TrainConfig
 
 RMSPROP_ALPHA = 0.9  # Keras' rho (PyTorch defaults to 0.99)
 ADAGRAD_INITIAL = 0.1  # Keras starts Adagrad's accumulator at 0.1 (PyTorch at 0)

@@ -1,0 +1,1 @@
+"""Realistic test pictures with known contents, shared by the test suite and the benchmarks."""
