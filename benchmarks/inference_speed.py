@@ -27,7 +27,7 @@ import torch
 from common import machine_info, write_json
 from digits.export import export_onnx
 from digits.models.weights import load_weights
-from digits.reading.recognizer import Recognizer
+from digits.reading import Recognizer
 from digits.spec import ONNX_INPUT, ONNX_OUTPUT, SHIPPED_ONNX, SHIPPED_SAFETENSORS, to_model_input
 from digits.testing import scenes as images
 

@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 import PIL
 
-from digits.reading.pipeline import load_image, prepare, segment, to_mnist
+from digits.reading import load_image, prepare, to_mnist
+from digits.reading.segment import segment
 from digits.spec import to_model_input
 from digits.testing import scenes as images
 

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from digits.data import load_mnist
-from digits.reading.recognizer import Recognizer
+from digits.reading import Recognizer
 from digits.testing import scenes as images
 
 

@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from digits.data import FILES
-from digits.reading.calibration import T_MAX, T_MIN, DigitShapes, fit_digit_shapes, fit_temperature, nll, softmax
+from digits.reading.calibration import T_MAX, T_MIN, DigitShapes, fit_temperature, nll, softmax
 from digits.spec import SHIPPED_SHAPES
+from digits.train.shapes import fit_digit_shapes
 
 
 def _sample(n: int, temperature: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -20,15 +20,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-from digits.reading.pipeline import (
-    ImageError,
-    load_image,
-    prepare,
-    save_debug,
-    segment,
-    stroke_width,
-    to_mnist,
-)
+from digits.errors import ImageError
+from digits.reading import load_image, prepare, save_debug, stroke_width, to_mnist
+from digits.reading.segment import segment
 from digits.spec import IMAGE_SIZE, PIXEL_SCALE, to_model_input
 from digits.testing.scenes import (
     FONTS,

@@ -22,19 +22,10 @@ from PIL import Image
 
 from digits.cli import main
 from digits.data import MNIST
+from digits.errors import ImageError, ModelFileError
+from digits.reading import FileResult, Prediction, Reading, Recognizer, find_model
 from digits.reading.calibration import softmax
-from digits.reading.pipeline import ImageError
-from digits.reading.recognizer import (
-    LOW_CONFIDENCE,
-    NO_DIGIT,
-    UNLIKE_A_DIGIT,
-    FileResult,
-    ModelFileError,
-    Prediction,
-    Reading,
-    Recognizer,
-    find_model,
-)
+from digits.reading.results import LOW_CONFIDENCE, NO_DIGIT, UNLIKE_A_DIGIT
 from digits.spec import SHIPPED_ONNX, SHIPPED_SAFETENSORS
 from digits.testing.scenes import encode, jpeg_roundtrip, paper, rgba_drawing, stroke_digit
 

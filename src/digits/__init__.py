@@ -18,13 +18,13 @@ __version__ = "0.1.0"
 __all__ = ["Recognizer", "__version__"]
 
 if TYPE_CHECKING:
-    from digits.reading.recognizer import Recognizer
+    from digits.reading import Recognizer
 
 
 def __getattr__(name: str) -> Any:
     # PEP 562: ``digits.Recognizer`` imports the reading code (numpy, OpenCV) only when asked for.
     if name == "Recognizer":
-        from digits.reading.recognizer import Recognizer
+        from digits.reading import Recognizer
 
         return Recognizer
     raise AttributeError(f"module 'digits' has no attribute {name!r}")

@@ -261,7 +261,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- reading images: no torch on the onnxruntime path (recognize is imported inside the commands) ----------------
+# --- reading images: no torch on the onnxruntime path (digits.reading is imported inside the commands) ----------
 def _load_recognizer(args: argparse.Namespace) -> Any:
     from digits.reading.recognizer import DEFAULT_THRESHOLD, Recognizer
 
@@ -271,7 +271,8 @@ def _load_recognizer(args: argparse.Namespace) -> Any:
 
 def _save_debug(directory: str, index: int, source: str, predictions: list[Any]) -> None:
     """Write what the model saw for one input into DIR/<index>_<name>/ (see preprocess.save_debug)."""
-    from digits.reading.pipeline import Glyph, ImageError, load_image, save_debug
+    from digits.errors import ImageError
+    from digits.reading import Glyph, load_image, save_debug
 
     glyphs = [Glyph(box=p.box, image=p.image28, line=p.line) for p in predictions if p.image28 is not None]
     try:

@@ -13,7 +13,6 @@ Only numpy: training fits T, the Recognizer applies it, and neither needs the ot
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import zipfile
@@ -108,7 +107,7 @@ class DigitShapes:
     median training digit of class c scores 0 and the ``quantile``-th percentile scores 1: above 1
     means "unlike the digits c". (Rescaling from the median rather than from 0 matters: d2 of a
     typical digit is far from 0, and what tells a scribble apart is how much further it lies.)
-    It knows nothing of the network, so it holds for any model.
+    It knows nothing of the network, so it holds for any model. :mod:`digits.train.shapes` fits it.
     """
 
     mean: np.ndarray  # (10, 784) float32 per-class mean, pixels in [0, 1]
@@ -153,77 +152,3 @@ class DigitShapes:
 
 
 _SHAPE_ARRAYS = ("mean", "components", "variances", "noise", "median", "limit")
-
-
-def fit_digit_shapes(
-    images: np.ndarray, labels: np.ndarray, *, k: int = 10, quantile: float = 98.0, info: dict[str, Any] | None = None
-) -> DigitShapes:
-    """Fit :class:`DigitShapes` on (N, 28, 28) uint8 MNIST training digits and their labels.
-
-    With k = 10 directions per class and the limit at the 98th percentile, 2% of held-out MNIST
-    digits score above 1 (fewer, about 0.5%, once photographed and normalised by digits.reading.pipeline),
-    while most letters, symbols and scribbles a network calls digits do (benchmarks/reading_quality.py).
-    The file shipped in the package is made by :func:`main`.
-    """
-    x = np.asarray(images, dtype=np.float32).reshape(len(images), -1) / np.float32(255.0)
-    y = np.asarray(labels).astype(np.int64)
-    classes = np.unique(y)
-    if not np.array_equal(classes, np.arange(10)):
-        raise ValueError(f"need training digits of all ten classes, got classes {classes.tolist()}")
-    means, comps, variances, noise = [], [], [], []
-    for c in range(10):
-        xc = x[y == c]
-        if len(xc) <= k:
-            raise ValueError(f"need more than {k} training digits of class {c}, got {len(xc)}")
-        mu = xc.mean(axis=0)
-        # Eigenvalues of the covariance from the singular values of the centred data.
-        _, s, vt = np.linalg.svd(xc - mu, full_matrices=False)
-        lam = s.astype(np.float64) ** 2 / len(xc)
-        means.append(mu)
-        comps.append(vt[:k])
-        variances.append(lam[:k])
-        # The ML noise variance of PPCA: the mean of the discarded eigenvalues (over all 784 pixels).
-        noise.append(max(lam[k:].sum() / (x.shape[1] - k), 1e-6))
-    shapes = DigitShapes(
-        mean=np.stack(means).astype(np.float32),
-        components=np.stack(comps).astype(np.float32),
-        variances=np.asarray(variances, np.float32),
-        noise=np.asarray(noise, np.float32),
-        median=np.zeros(10, np.float32),
-        limit=np.ones(10, np.float32),
-        info={"n": int(len(x)), "k": k, "quantile": quantile, **(info or {})},
-    )
-    d2 = shapes.score(images, y)  # with median 0 and limit 1: the squared distances themselves
-    median = np.array([np.median(d2[y == c]) for c in range(10)], np.float32)
-    limit = np.array([np.percentile(d2[y == c], quantile) for c in range(10)], np.float32)
-    return dataclasses.replace(shapes, median=median, limit=limit)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Fit the digit shapes shipped in the package: ``python -m digits.reading.calibration [--data-dir D] [-o FILE]``.
-
-    Uses the first 48,000 MNIST training images, which are training images under any validation
-    split up to 20%, so no model's validation or test digits are ever looked at.
-    """
-    import argparse
-
-    from digits.data import load_mnist
-
-    parser = argparse.ArgumentParser(prog="python -m digits.reading.calibration", description=main.__doc__)
-    parser.add_argument("--data-dir", help="where MNIST is cached (default: $DIGITS_DATA_DIR or the user cache)")
-    parser.add_argument("-o", "--out", default=str(Path(__file__).resolve().parent / "weights" / "digit_shapes.npz"))
-    args = parser.parse_args(argv)
-    data = load_mnist(args.data_dir)
-    n = 48_000
-    checksums = {name: sha for name, sha in data.sha256.items() if name.startswith("train")}
-    shapes = fit_digit_shapes(
-        data.train_images[:n],
-        data.train_labels[:n],
-        info={"images": f"MNIST training images 0..{n - 1}", "data_sha256": checksums},
-    )
-    shapes.save(args.out)
-    print(f"wrote {args.out}: {shapes.info['k']} directions per digit, limit at percentile {shapes.info['quantile']}")
-
-
-if __name__ == "__main__":
-    main()

@@ -3,15 +3,15 @@
 The CLI, the Python API, the HTTP API and the web page all call :func:`prepare` (or the steps it is
 made of), so a digit is normalised the same way wherever it comes from:
 
-1. :func:`load_image` decodes a path, bytes, a PIL image or an array into grayscale float32 in [0, 1],
+1. ``load.load_image`` decodes a path, bytes, a PIL image or an array into grayscale float32 in [0, 1],
    applying EXIF orientation and putting transparency on a background that contrasts with the ink.
-2. :func:`segment` finds the ink whatever its polarity (dark on paper, light on a dark background),
+2. ``segment.segment`` finds the ink whatever its polarity (dark on paper, light on a dark background),
    divides out uneven lighting, thresholds above the noise, groups connected components into digits
    (joining broken strokes, cutting touching digits apart, dropping specks) and orders them line by
    line, left to right. A blank picture gives no digits, never a guess.
-3. :func:`to_mnist` turns each digit into what the model saw in training: light ink on black, fitted
-   into 20x20 with its aspect ratio kept, centred by mass in 28x28, as MNIST itself was made.
-4. :func:`digits.spec.to_model_input` is the single conversion from those bytes to the model's float input.
+3. ``normalize.to_mnist`` turns each digit into what the model saw in training: light ink on black,
+   fitted into 20x20 with its aspect ratio kept, centred by mass in 28x28, as MNIST itself was made.
+4. :func:`digits.spec.to_model_input` is the single conversion from those bytes to the model's input.
 
 Only numpy, Pillow and OpenCV are used: reading digits needs no torch.
 """
@@ -27,24 +27,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from digits.errors import ImageError
 from digits.reading.load import ImageSource, load_image
-from digits.reading.normalize import stroke_width, to_mnist
 from digits.reading.segment import Glyph, segment
 from digits.spec import IMAGE_SIZE
 
-__all__ = [
-    "Glyph",
-    "ImageError",
-    "ImageSource",
-    "Prepared",
-    "load_image",
-    "prepare",
-    "save_debug",
-    "segment",
-    "stroke_width",
-    "to_mnist",
-]
+__all__ = ["Prepared", "prepare", "save_debug"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,7 +57,7 @@ class Prepared:
 def prepare(src: ImageSource, *, stroke: float | None = None, max_pixels: int = 50_000_000) -> Prepared:
     """Load a picture and find its digits: the whole preprocessing path in one call.
 
-    Raises :class:`ImageError` when ``src`` is not a readable image (see :func:`load_image`).
+    Raises :class:`digits.errors.ImageError` when ``src`` is not a readable image (see :func:`load_image`).
     """
     gray = load_image(src, max_pixels=max_pixels)
     return Prepared(gray=gray, glyphs=tuple(segment(gray, stroke=stroke)))

@@ -18,275 +18,37 @@ Nothing here imports torch unless the torch backend is used, nor any training or
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from digits.errors import ConfigError, ImageError, ModelFileError
-from digits.files import decode_metadata
+from digits.reading.backends import Backend, find_model, open_backend
 from digits.reading.calibration import DigitShapes, softmax
-from digits.reading.pipeline import Glyph, ImageSource, prepare
-from digits.spec import (
-    IMAGE_SIZE,
-    NUM_CLASSES,
-    ONNX_INPUT,
-    ONNX_NAME,
-    ONNX_OUTPUT,
-    SHIPPED_DIR,
-    SHIPPED_ONNX,
-    SHIPPED_SAFETENSORS,
-    SHIPPED_SHAPES,
-    WEIGHTS_NAME,
-    to_model_input,
+from digits.reading.load import ImageSource
+from digits.reading.pipeline import prepare
+from digits.reading.results import (
+    DEFAULT_THRESHOLD,
+    LOW_CONFIDENCE,
+    NO_DIGIT,
+    TEXTURE,
+    UNLIKE_A_DIGIT,
+    FileResult,
+    Prediction,
+    Reading,
 )
+from digits.reading.segment import Glyph
+from digits.spec import IMAGE_SIZE, NUM_CLASSES, SHIPPED_SHAPES, to_model_input
 
-__all__ = [
-    "BACKENDS",
-    "DEFAULT_THRESHOLD",
-    "FileResult",
-    "ModelFileError",
-    "Prediction",
-    "Reading",
-    "Recognizer",
-]
-
-BACKENDS = ("auto", "onnx", "torch")
-# Below this calibrated probability a digit is reported as uncertain. For the shipped model, 0.6% of
-# MNIST test digits fall below it (most of them wrong answers), and answers between 0.5 and 0.9 are
-# right about 80% of the time.
-DEFAULT_THRESHOLD = 0.7
+__all__ = ["Recognizer"]
 
 # A picture with at least this many shapes, most of them doubtful, is read as texture, not writing.
 _TEXTURE_SHAPES = 4
 
-NO_DIGIT = "no digit found"
-LOW_CONFIDENCE = "low confidence"
-UNLIKE_A_DIGIT = "unlike a handwritten digit"
-TEXTURE = "most shapes in the picture are doubtful: noise or texture, not writing"
 
-
-# --------------------------------------------------------------------------------------------------
-# Results
-
-
-@dataclass(frozen=True, eq=False)
-class Prediction:
-    """One digit: what it is, how sure, and what the model saw.
-
-    digit: the most probable digit, or None when the picture holds no digit at all.
-    confidence: the calibrated probability of ``digit`` (0.0 when there is none).
-    probabilities: (10,) float32 calibrated probabilities; all zero when there is no digit.
-    uncertain: True when the answer should not be trusted; ``reason`` says why ("no digit found",
-        "low confidence", "unlike a handwritten digit", or several of these joined by "; ").
-    image28: (28, 28) uint8, light ink on black: exactly what the model saw (None without a digit).
-    box: (x, y, w, h) of the digit's ink in the picture; line: its line of text, 0 at the top.
-    """
-
-    digit: int | None
-    confidence: float
-    probabilities: np.ndarray
-    uncertain: bool
-    reason: str = ""
-    image28: np.ndarray | None = None
-    box: tuple[int, int, int, int] | None = None
-    line: int = 0
-
-    def top(self, k: int) -> list[tuple[int, float]]:
-        """The ``k`` most probable digits with their probabilities, most probable first."""
-        if self.digit is None:
-            return []
-        order = np.argsort(-self.probabilities, kind="stable")[:k]
-        return [(int(d), float(self.probabilities[d])) for d in order]
-
-    def to_dict(self, top_k: int | None = None) -> dict[str, Any]:
-        """Plain JSON-ready values; with ``top_k``, also the k most probable digits."""
-        out: dict[str, Any] = {
-            "digit": self.digit,
-            "confidence": round(self.confidence, 6),
-            "probabilities": [round(float(p), 6) for p in self.probabilities],
-            "uncertain": self.uncertain,
-            "reason": self.reason,
-            "box": list(self.box) if self.box is not None else None,
-        }
-        if top_k is not None:
-            out["top"] = [{"digit": d, "probability": round(p, 6)} for d, p in self.top(top_k)]
-        return out
-
-
-@dataclass(frozen=True, eq=False)
-class Reading:
-    """The digits of a picture in reading order (top line first, left to right).
-
-    text: the digits as a string, one line of text per line of the picture, joined by newlines;
-        an uncertain digit is written "?", and a picture without digits reads "".
-    digits: one :class:`Prediction` per digit, with its box and line.
-    """
-
-    text: str
-    digits: tuple[Prediction, ...]
-
-    @property
-    def uncertain(self) -> bool:
-        """True when some digit is uncertain or nothing was found."""
-        return not self.digits or any(d.uncertain for d in self.digits)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "text": self.text,
-            "digits": [
-                {
-                    "digit": d.digit,
-                    "confidence": round(d.confidence, 6),
-                    "box": list(d.box) if d.box is not None else None,
-                    "line": d.line,
-                    "uncertain": d.uncertain,
-                    "reason": d.reason,
-                }
-                for d in self.digits
-            ],
-        }
-
-
-@dataclass(frozen=True, eq=False)
-class FileResult:
-    """What became of one input of a batch: its result, or the error that stopped it."""
-
-    file: str
-    result: Prediction | Reading | None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def to_dict(self, top_k: int | None = None) -> dict[str, Any]:
-        if self.result is None:
-            return {"file": self.file, "error": self.error}
-        body = self.result.to_dict(top_k) if isinstance(self.result, Prediction) else self.result.to_dict()
-        return {"file": self.file, **body}
-
-
-# --------------------------------------------------------------------------------------------------
-# Backends: (N, 1, 28, 28) float32 in [0, 1] -> (N, 10) float32 logits
-
-
-class _Backend(Protocol):
-    name: str
-    meta: dict[str, Any]
-
-    def logits(self, x: np.ndarray) -> np.ndarray: ...
-
-
-class _OnnxBackend:
-    """onnxruntime on the CPU: no torch needed."""
-
-    name = "onnx"
-
-    def __init__(self, path: Path, threads: int | None) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime's errors (InvalidProtobuf, Fail, ...) share no base but Exception
-            raise ModelFileError(f"{path} is not a readable ONNX model ({e}); was it truncated?") from e
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if [i.name for i in inputs] != [ONNX_INPUT] or outputs[0].name != ONNX_OUTPUT:
-            raise ModelFileError(
-                f"{path} is not a digits model: it maps {[i.name for i in inputs]} to {[o.name for o in outputs]}, "
-                f"not ['{ONNX_INPUT}'] to ['{ONNX_OUTPUT}']; export one with `digits export`"
-            )
-        self.meta = decode_metadata(self.session.get_modelmeta().custom_metadata_map)
-
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.session.run([ONNX_OUTPUT], {ONNX_INPUT: x})[0], dtype=np.float32)
-
-
-class _TorchBackend:
-    """torch on the CPU, for a .safetensors model; imports torch only when used."""
-
-    name = "torch"
-
-    def __init__(self, path: Path, threads: int | None) -> None:
-        import torch
-
-        from digits.models.weights import load_weights
-
-        if threads:
-            torch.set_num_threads(threads)  # torch has no per-model setting: this is process-wide
-        self.model, self.meta = load_weights(path)  # raises ModelFileError with the reason
-        self.model = self.model.to("cpu").eval()
-
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        import torch
-
-        from digits.models.inference import predict_logits
-
-        return predict_logits(self.model, torch.from_numpy(x), device="cpu").numpy()
-
-
-def _installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
-
-
-def find_model(model: str | os.PathLike[str] | None, backend: str = "auto") -> tuple[str, Path]:
-    """Which backend runs which file: ("onnx" | "torch", path).
-
-    ``model`` is None (the model shipped in the package), a run directory, a ``.safetensors`` file
-    or an ``.onnx`` file. ``backend`` "auto" prefers onnxruntime when there is an ONNX file and
-    onnxruntime is installed, then torch. Raises :class:`ModelFileError` saying what is missing.
-    """
-    if backend not in BACKENDS:
-        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    if model is None:
-        where = f"the default model in {SHIPPED_DIR}"
-        files = {"onnx": SHIPPED_ONNX, "torch": SHIPPED_SAFETENSORS}
-    else:
-        path = Path(model)
-        where = str(path)
-        if path.is_dir():
-            files = {"onnx": path / ONNX_NAME, "torch": path / WEIGHTS_NAME}
-        elif path.suffix == ".onnx":
-            files = {"onnx": path}
-        elif path.suffix == ".safetensors":
-            files = {"torch": path}
-        elif not path.exists():
-            raise ModelFileError(f"no model at {path}: give a run directory, a .safetensors or an .onnx file")
-        else:
-            raise ModelFileError(f"{path} is not a model file: give a run directory, a .safetensors or an .onnx file")
-    runtime = {"onnx": "onnxruntime", "torch": "torch"}
-    kinds = ["onnx", "torch"] if backend == "auto" else [backend]
-    present = [k for k in kinds if k in files and files[k].is_file()]
-    for kind in present:
-        if _installed(runtime[kind]):
-            return kind, files[kind]
-    if present:
-        kind = present[0]
-        raise ModelFileError(
-            f"{files[kind]} needs {runtime[kind]}, which is not installed: pip install {runtime[kind]}"
-        )
-    if backend == "onnx" and "onnx" not in files:
-        raise ModelFileError(
-            f"the onnx backend needs an .onnx file, and {where} is not one; "
-            "make one with: digits export RUN --format onnx -o model.onnx"
-        )
-    if backend == "torch" and "torch" not in files:
-        raise ModelFileError(f"the torch backend needs a .safetensors file or a run directory, and {where} is neither")
-    wanted = " or ".join(str(files[k]) for k in kinds if k in files)
-    if model is None:
-        raise ModelFileError(f"no model installed: {wanted} is missing; train one with `digits train` and pass it")
-    raise ModelFileError(f"no model file at {wanted}")
-
-
-# --------------------------------------------------------------------------------------------------
-# The Recognizer
 
 
 class Recognizer:
@@ -299,7 +61,7 @@ class Recognizer:
 
     def __init__(
         self,
-        backend: _Backend,
+        backend: Backend,
         *,
         source: Path,
         threshold: float = DEFAULT_THRESHOLD,
@@ -336,7 +98,7 @@ class Recognizer:
         threads: CPU threads for inference (default: the runtime's choice).
         """
         kind, path = find_model(model, backend)
-        runner: _Backend = _OnnxBackend(path, threads) if kind == "onnx" else _TorchBackend(path, threads)
+        runner = open_backend(kind, path, threads)
         shapes = None
         if shape_check:
             if not SHIPPED_SHAPES.is_file():

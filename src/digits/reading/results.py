@@ -1,0 +1,121 @@
+"""What reading a picture gives back: a Prediction per digit, a Reading per picture, a FileResult per input.
+
+Plain data (numpy arrays and strings) with ``to_dict`` for JSON; the reasons a digit is uncertain are
+named here, once, for the CLI, the Python API and the HTTP API alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# Below this calibrated probability a digit is reported as uncertain. For the shipped model, 0.6% of
+# MNIST test digits fall below it (most of them wrong answers), and answers between 0.5 and 0.9 are
+# right about 80% of the time.
+DEFAULT_THRESHOLD = 0.7
+
+NO_DIGIT = "no digit found"
+LOW_CONFIDENCE = "low confidence"
+UNLIKE_A_DIGIT = "unlike a handwritten digit"
+TEXTURE = "most shapes in the picture are doubtful: noise or texture, not writing"
+
+
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """One digit: what it is, how sure, and what the model saw.
+
+    digit: the most probable digit, or None when the picture holds no digit at all.
+    confidence: the calibrated probability of ``digit`` (0.0 when there is none).
+    probabilities: (10,) float32 calibrated probabilities; all zero when there is no digit.
+    uncertain: True when the answer should not be trusted; ``reason`` says why ("no digit found",
+        "low confidence", "unlike a handwritten digit", or several of these joined by "; ").
+    image28: (28, 28) uint8, light ink on black: exactly what the model saw (None without a digit).
+    box: (x, y, w, h) of the digit's ink in the picture; line: its line of text, 0 at the top.
+    """
+
+    digit: int | None
+    confidence: float
+    probabilities: np.ndarray
+    uncertain: bool
+    reason: str = ""
+    image28: np.ndarray | None = None
+    box: tuple[int, int, int, int] | None = None
+    line: int = 0
+
+    def top(self, k: int) -> list[tuple[int, float]]:
+        """The ``k`` most probable digits with their probabilities, most probable first."""
+        if self.digit is None:
+            return []
+        order = np.argsort(-self.probabilities, kind="stable")[:k]
+        return [(int(d), float(self.probabilities[d])) for d in order]
+
+    def to_dict(self, top_k: int | None = None) -> dict[str, Any]:
+        """Plain JSON-ready values; with ``top_k``, also the k most probable digits."""
+        out: dict[str, Any] = {
+            "digit": self.digit,
+            "confidence": round(self.confidence, 6),
+            "probabilities": [round(float(p), 6) for p in self.probabilities],
+            "uncertain": self.uncertain,
+            "reason": self.reason,
+            "box": list(self.box) if self.box is not None else None,
+        }
+        if top_k is not None:
+            out["top"] = [{"digit": d, "probability": round(p, 6)} for d, p in self.top(top_k)]
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class Reading:
+    """The digits of a picture in reading order (top line first, left to right).
+
+    text: the digits as a string, one line of text per line of the picture, joined by newlines;
+        an uncertain digit is written "?", and a picture without digits reads "".
+    digits: one :class:`Prediction` per digit, with its box and line.
+    """
+
+    text: str
+    digits: tuple[Prediction, ...]
+
+    @property
+    def uncertain(self) -> bool:
+        """True when some digit is uncertain or nothing was found."""
+        return not self.digits or any(d.uncertain for d in self.digits)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "digits": [
+                {
+                    "digit": d.digit,
+                    "confidence": round(d.confidence, 6),
+                    "box": list(d.box) if d.box is not None else None,
+                    "line": d.line,
+                    "uncertain": d.uncertain,
+                    "reason": d.reason,
+                }
+                for d in self.digits
+            ],
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class FileResult:
+    """What became of one input of a batch: its result, or the error that stopped it."""
+
+    file: str
+    result: Prediction | Reading | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self, top_k: int | None = None) -> dict[str, Any]:
+        if self.result is None:
+            return {"file": self.file, "error": self.error}
+        body = self.result.to_dict(top_k) if isinstance(self.result, Prediction) else self.result.to_dict()
+        return {"file": self.file, **body}
