@@ -1,7 +1,11 @@
 """The ``digits`` command: parses arguments, calls the library, prints. No logic of its own.
 
-Heavy libraries (torch, matplotlib) are imported inside the commands that need them, so
-``digits --help`` and the image-reading commands start fast and work without torch.
+Choices and defaults come from the library (model options from :mod:`digits.models.choices`, the
+training flags from :class:`~digits.train.config.TrainConfig`, backends and the threshold from
+:mod:`digits.reading`), so the two cannot drift apart. Heavy libraries (torch, OpenCV, matplotlib) are
+imported inside the commands that need them, so ``digits --help`` and the image-reading commands start
+fast and work without torch. Process-wide tuning for training (glibc's allocator) is set here, by the
+command, not as a side effect of calling ``fit`` from Python.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from typing import Any
 
 from digits.errors import DigitsError, UsageError
 from digits.spec import ONNX_INT8_NAME, ONNX_NAME
-from digits.train.config import PRESET_PURPOSES
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -38,11 +41,13 @@ def _parse_kv(items: list[str] | None) -> dict[str, Any]:
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
+    from digits.models.choices import ACTIVATIONS, HEADS
+
     g = p.add_argument_group("model options (the article's switches; any other with -O KEY=VALUE)")
-    g.add_argument("--activation", choices=["relu", "sigmoid", "gelu", "tanh"])
+    g.add_argument("--activation", choices=ACTIVATIONS)
     g.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None)
     g.add_argument("--dropout", type=float)
-    g.add_argument("--head", choices=["flatten", "gap"], help="flatten + dense (the article) or global average pooling")
+    g.add_argument("--head", choices=HEADS, help="flatten + dense (the article) or global average pooling")
     g.add_argument("-O", "--model-option", action="append", metavar="KEY=VALUE")
 
 
@@ -178,38 +183,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from digits.data import load_mnist
-    from digits.models.weights import load_weights
-    from digits.train import plots
-    from digits.train.evaluate import evaluate, to_tensors
+    from digits.train.evaluate import evaluate_saved
 
-    model, meta = load_weights(args.model)
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
-    data = load_mnist(args.data_dir, log=log)
-    precision = meta.get("eval_precision", "fp32")  # as the run measured its test accuracy
-    result = evaluate(model, *to_tensors(data.test_images, data.test_labels), precision=precision)
-    src = Path(args.model)
-    out = Path(args.out) if args.out else (src if src.is_dir() else src.parent)
-    out.mkdir(parents=True, exist_ok=True)
-    plots.confusion_matrix(
-        result.confusion,
-        out / "confusion.png",
-        title=f"{meta['model']}: {result.accuracy:.2%} on {result.n:,} test digits",
-    )
-    worst = result.mistakes(36)
-    plots.mistakes_gallery(
-        data.test_images[worst],
-        result.labels[worst],
-        result.predictions[worst],
-        result.probabilities[worst, result.predictions[worst]],
-        out / "mistakes.png",
-    )
+    saved = evaluate_saved(args.model, load_mnist(args.data_dir, log=log), args.out)
+    result, meta = saved.result, saved.meta
     report = {
         "model": meta["model"],
         "model_options": meta.get("model_options", {}),
-        "source": str(src),
+        "source": str(args.model),
         **result.to_dict(),
-        "confusion_png": str(out / "confusion.png"),
-        "mistakes_png": str(out / "mistakes.png"),
+        "confusion_png": str(saved.confusion_png),
+        "mistakes_png": str(saved.mistakes_png),
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -226,7 +211,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print("      " + " ".join(f"{d:>5}" for d in range(10)))
     for d, row in enumerate(result.confusion):
         print(f"{d:>5} " + " ".join(f"{v:>5}" for v in row))
-    print(f"pictures: {out / 'confusion.png'}, {out / 'mistakes.png'}")
+    print(f"pictures: {saved.confusion_png}, {saved.mistakes_png}")
     return 0
 
 
@@ -263,10 +248,9 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
 # --- reading images: no torch on the onnxruntime path (digits.reading is imported inside the commands) ----------
 def _load_recognizer(args: argparse.Namespace) -> Any:
-    from digits.reading.recognizer import DEFAULT_THRESHOLD, Recognizer
+    from digits.reading import Recognizer
 
-    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
-    return Recognizer.load(args.model, backend=args.backend, threshold=threshold)
+    return Recognizer.load(args.model, backend=args.backend, threshold=args.threshold)
 
 
 def _save_debug(directory: str, index: int, source: str, predictions: list[Any]) -> None:
@@ -341,11 +325,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {"source": str(src), "file": str(out), "format": args.format, "int8": args.int8}
     if args.int8:
         from digits.data import load_mnist
-        from digits.export import CALIBRATION_IMAGES
 
         data = load_mnist(args.data_dir, log=log)
         # Activation ranges come from the first training images: real digits, never test digits.
-        calibration = data.train_images[: args.calibration_images or CALIBRATION_IMAGES]
+        calibration = data.train_images[: args.calibration_images]
         export_onnx(src, out, int8=True, calibration_images=calibration)
         fp32, int8 = int8_accuracy(src, out, data.test_images, data.test_labels)
         lost = 100 * (fp32 - int8)
@@ -377,25 +360,40 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="digits", description="Handwritten digit recognition on MNIST and real images.")
     p.add_argument("--version", action="version", version=f"digits {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_data_parser, _models_parsers, _train_parser, _evaluation_parsers, _reading_parsers, _export_parser):
+        add(sub)
+    return p
 
-    def data_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--data-dir", help="where MNIST is cached (default: $DIGITS_DATA_DIR or the user cache)")
 
+Subparsers = Any  # argparse's _SubParsersAction, which is private
+
+
+def _data_dir(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--data-dir", help="where MNIST is cached (default: $DIGITS_DATA_DIR or the user cache)")
+
+
+def _data_parser(sub: Subparsers) -> None:
     d = sub.add_parser("data", help="get and verify MNIST")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     f = dsub.add_parser("fetch", help="download (or copy) MNIST, verify its checksums, cache it")
-    data_args(f)
+    _data_dir(f)
     f.add_argument("--from", dest="from_dir", help="a folder holding the four IDX files (raw or .gz)")
     f.set_defaults(func=cmd_data_fetch)
 
+
+def _models_parsers(sub: Subparsers) -> None:
     m = sub.add_parser("models", help="list the registered models with their parameter counts")
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=cmd_models)
-
     s = sub.add_parser("summary", help="layer table of a model, like Keras' model.summary()")
     s.add_argument("name")
     _add_model_options(s)
     s.set_defaults(func=cmd_summary)
+
+
+def _train_parser(sub: Subparsers) -> None:
+    from digits.train.config import PRESET_PURPOSES
+
 
     t = sub.add_parser("train", help="train a model (a preset, with any field overridden)")
     purposes = ", ".join(f"{name} ({purpose})" for name, purpose in PRESET_PURPOSES.items())
@@ -404,47 +402,54 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     t.add_argument("--json", action="store_true", help="print a machine-readable summary at the end")
     t.add_argument("--from", dest="from_dir", help="a folder holding the four MNIST IDX files, if not cached yet")
-    data_args(t)
+    _data_dir(t)
     _add_model_options(t)
     _add_config_flags(t)
     t.set_defaults(func=cmd_train)
 
+
+def _evaluation_parsers(sub: Subparsers) -> None:
     e = sub.add_parser("evaluate", help="test accuracy, per-class metrics, confusion matrix, worst mistakes")
     e.add_argument("model", help="a run directory or a .safetensors file")
     e.add_argument("--out", help="where to write confusion.png and mistakes.png (default: beside the model)")
     e.add_argument("--json", action="store_true")
-    data_args(e)
+    _data_dir(e)
     e.set_defaults(func=cmd_evaluate)
-
     en = sub.add_parser("ensemble", help="average several trained models (and one-pixel shifts) on the test set")
     en.add_argument("models", nargs="+", help="run directories or .safetensors files")
     en.add_argument("--tta", action="store_true", help="also average over one-pixel shifts of each image")
     en.add_argument("--json", action="store_true")
-    data_args(en)
+    _data_dir(en)
     en.set_defaults(func=cmd_ensemble)
 
-    def reading_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG, BMP, GIF, TIFF or WebP files")
-        sp.add_argument("--model", help="a run directory, .safetensors or .onnx file (default: the shipped model)")
-        sp.add_argument(
-            "--backend",
-            choices=["auto", "onnx", "torch"],
-            default="auto",
-            help="onnxruntime (needs an .onnx file) or torch (a .safetensors file); auto prefers onnxruntime",
-        )
-        sp.add_argument(
-            "--threshold",
-            type=float,
-            metavar="P",
-            help="calibrated confidence below which a digit is reported as uncertain (default: 0.7)",
-        )
-        sp.add_argument(
-            "--json",
-            action="store_true",
-            help="print one JSON list with an object per image; an image that failed has an 'error' entry",
-        )
-        sp.add_argument("--debug-dir", metavar="DIR", help="save the 28x28 images the model saw, and boxes.png")
 
+def _reading_args(sp: argparse.ArgumentParser) -> None:
+    from digits.reading import BACKENDS, DEFAULT_THRESHOLD
+
+    sp.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG, BMP, GIF, TIFF or WebP files")
+    sp.add_argument("--model", help="a run directory, .safetensors or .onnx file (default: the shipped model)")
+    sp.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=BACKENDS[0],
+        help="onnxruntime (needs an .onnx file) or torch (a .safetensors file); auto prefers onnxruntime",
+    )
+    sp.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        metavar="P",
+        help="calibrated confidence below which a digit is reported as uncertain (default: %(default)s)",
+    )
+    sp.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON list with an object per image; an image that failed has an 'error' entry",
+    )
+    sp.add_argument("--debug-dir", metavar="DIR", help="save the 28x28 images the model saw, and boxes.png")
+
+
+def _reading_parsers(sub: Subparsers) -> None:
     pr = sub.add_parser(
         "predict",
         help="the one digit in each image, with calibrated confidence",
@@ -452,10 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
         "handwritten digit, is marked uncertain; an image without ink gives no digit. Exits with 1 if "
         "any image could not be read (the others are still read).",
     )
-    reading_args(pr)
+    _reading_args(pr)
     pr.add_argument("--top-k", type=int, metavar="K", help="also list the K most probable digits")
     pr.set_defaults(func=cmd_predict)
-
     rd = sub.add_parser(
         "read",
         help="read the numbers in each image (e.g. 2026)",
@@ -463,9 +467,13 @@ def build_parser() -> argparse.ArgumentParser:
         "uncertain digit is written '?', and lines are joined by a newline (' / ' without --json). "
         "Exits with 1 if any image could not be read (the others are still read).",
     )
-    reading_args(rd)
+    _reading_args(rd)
     rd.add_argument("-v", "--verbose", action="store_true", help="also print each digit's confidence and box")
     rd.set_defaults(func=cmd_read)
+
+
+def _export_parser(sub: Subparsers) -> None:
+    from digits.export import CALIBRATION_IMAGES, PARITY_ATOL  # torch-free at import
 
     ex = sub.add_parser("export", help="export a trained model to ONNX (optionally int8) for onnxruntime")
     ex.add_argument("model", help="a run directory or a .safetensors file")
@@ -477,12 +485,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="quantize weights and activations to 8 bits, calibrated on MNIST training images; "
         "reports the test accuracy before and after",
     )
-    ex.add_argument("--calibration-images", type=int, metavar="N", help="training images for int8 (default 1000)")
-    ex.add_argument("--atol", type=float, default=1e-4, help="largest logit difference allowed from torch")
+    ex.add_argument(
+        "--calibration-images",
+        type=int,
+        default=CALIBRATION_IMAGES,
+        metavar="N",
+        help="training images for int8 (default: %(default)s)",
+    )
+    ex.add_argument(
+        "--atol",
+        type=float,
+        default=PARITY_ATOL,
+        help="largest logit difference allowed from torch (default: %(default)s)",
+    )
     ex.add_argument("--json", action="store_true")
-    data_args(ex)
+    _data_dir(ex)
     ex.set_defaults(func=cmd_export)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

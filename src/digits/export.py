@@ -6,8 +6,9 @@ Recognizer needs to know about the model travels in the file's metadata_props: t
 options, the temperature, the test accuracy, the data checksums, and whether it is int8.
 
 Like timm's ``onnx_export``: export, ``onnx.checker``, then the same inputs through torch and
-onnxruntime must give the same outputs. Exporting needs torch, onnx and onnxscript; reading the
-result needs only onnxruntime.
+onnxruntime must give the same outputs. Exporting needs torch, onnx and onnxscript (torch is imported
+when a network is exported or compared, so this module imports without it); running the result
+(:func:`onnx_logits`) needs only onnxruntime. Nothing here reads pictures: that is :mod:`digits.reading`.
 """
 
 from __future__ import annotations
@@ -15,19 +16,22 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from digits.errors import ConfigError, ParityError
 from digits.files import atomic_write, decode_metadata, encode_metadata
-from digits.models.weights import load_weights
 from digits.spec import IMAGE_SIZE, ONNX_INPUT, ONNX_OUTPUT, to_model_input
+
+if TYPE_CHECKING:
+    from torch import nn
 
 # Opset 18 is the newest the dynamo exporter writes natively and onnxruntime's quantizer knows.
 OPSET = 18
+# The largest logit difference allowed between an fp32 export and torch; float32 rounding in a
+# different order of operations stays well below it.
+PARITY_ATOL = 1e-4
 # How many training images calibrate the int8 activation ranges: the quantizer's min/max settle
 # well before this, and each costs one forward pass.
 CALIBRATION_IMAGES = 1000
@@ -68,13 +72,17 @@ def export_onnx(
 
 
 def _resolve(model_or_run: nn.Module | str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    if isinstance(model_or_run, nn.Module):
-        return model_or_run, {}
-    return load_weights(model_or_run)
+    if isinstance(model_or_run, (str, Path)):
+        from digits.models.weights import load_weights
+
+        return load_weights(model_or_run)
+    return model_or_run, {}
 
 
 def _export_fp32(model: nn.Module, path: Path) -> None:
     """Trace the network in eval mode with a dynamic batch dimension, as one self-contained file."""
+    import torch
+
     was_training = model.training
     model = model.eval().to("cpu", memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     example = torch.zeros(2, 1, IMAGE_SIZE, IMAGE_SIZE)  # 2, not 1: a batch of 1 may be specialised away
@@ -175,13 +183,15 @@ def onnx_logits(path: str | Path, images: np.ndarray, *, batch_size: int = 1000)
 
 
 def check_parity(
-    model_or_run: nn.Module | str | Path, path: str | Path, images: np.ndarray, *, atol: float = 1e-4
+    model_or_run: nn.Module | str | Path, path: str | Path, images: np.ndarray, *, atol: float = PARITY_ATOL
 ) -> float:
     """Largest absolute logit difference between torch and the ONNX file on ``images``.
 
     ``images``: (N, 28, 28) uint8. Raises :class:`ParityError` when it exceeds ``atol``; an int8 file is
     compared by accuracy instead (:func:`int8_accuracy`), as its logits differ by design.
     """
+    import torch
+
     model, _ = _resolve(model_or_run)
     was_training = model.training
     try:

@@ -1,7 +1,40 @@
-"""Model registry: ``create_model(name, **options)``, ``list_models()``, ``summary(model)``."""
+"""The networks: one registry of names (``create_model``), their layers, weights files and inference.
 
-from digits.models import convnets as _convnets  # noqa: F401  (registers the networks)
-from digits.models.registry import count_parameters, create_model, list_models, model_info, model_options
-from digits.models.summary import summary
+    registry.py     register_model, create_model(name, **options), list_models, model_options
+    convnets.py     the registered networks (seed, lenet5, mlp, fastnet, deepnet)
+    layers.py       building blocks: activations, the DCT stem, ShiftAverage (test-time shifts), FlattenHWC
+    choices.py      the values model options take, without torch (for the CLI)
+    weights.py      save_weights / load_weights: a .safetensors file that rebuilds its network
+    inference.py    predict_logits: a network on uint8 or float images, batch by batch
+    layer_table.py  summary(model): the layer table, like Keras' model.summary()
+
+Importing this package imports no torch; each name below is loaded on first use. Knows nothing of
+training, data or command lines.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["count_parameters", "create_model", "list_models", "model_info", "model_options", "summary"]
+
+_HOMES = {
+    "count_parameters": "registry",
+    "create_model": "registry",
+    "list_models": "registry",
+    "model_info": "registry",
+    "model_options": "registry",
+    "summary": "layer_table",
+}
+
+if TYPE_CHECKING:
+    from digits.models.layer_table import summary
+    from digits.models.registry import count_parameters, create_model, list_models, model_info, model_options
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: torch is imported when a network is asked for, not when digits.models.choices is.
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"digits.models.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 'digits.models' has no attribute {name!r}")

@@ -9,11 +9,10 @@ from __future__ import annotations
 from torch import nn
 
 from digits.errors import ConfigError
+from digits.models.choices import HEADS, STEMS
 from digits.models.layers import FlattenHWC, check_rate, dct_filters, keras_init
 from digits.models.layers import activation as make_act
 from digits.models.registry import register_model
-
-HEADS = ("flatten", "gap")
 
 
 def _check_head(head: str) -> str:
@@ -85,9 +84,6 @@ def mlp(activation: str = "relu", hidden: int = 256, dropout: float = 0.2, batch
         return [*layers, make_act(activation), nn.Dropout(dropout)]
 
     return nn.Sequential(nn.Flatten(), *block(784, hidden), *block(hidden, hidden), nn.Linear(hidden, 10))
-
-
-STEMS = ("pool", "stride", "dct")
 
 
 @register_model

@@ -9,18 +9,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from digits.errors import ConfigError
+from digits.models.choices import ACTIVATIONS
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "sigmoid": nn.Sigmoid,
-    "gelu": nn.GELU,
-    "tanh": nn.Tanh,
-}
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
 def activation(name: str) -> nn.Module:
     try:
-        return ACTIVATIONS[name]()
+        return _ACTIVATIONS[name]()
     except KeyError:
         raise ConfigError(f"unknown activation {name!r}; choose one of: {', '.join(ACTIVATIONS)}") from None
 

@@ -76,3 +76,8 @@ def create_model(name: str, **options: object) -> nn.Module:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+# The networks register themselves when their module is imported; importing it here means that any way
+# into the registry finds them all (convnets imports register_model from above, which is defined by now).
+from digits.models import convnets as _convnets  # noqa: E402, F401

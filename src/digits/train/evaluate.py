@@ -1,17 +1,21 @@
-"""The one ``evaluate()``: used by training (validation and test), the CLI and the tests."""
+"""The one ``evaluate()``: used by training (validation and test), ``digits evaluate``, ensembles and the tests."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from digits.data import MNIST
 from digits.models.inference import predict_logits
 from digits.models.layers import ShiftAverage
+from digits.models.weights import load_weights
 from digits.spec import EVAL_BATCH_SIZE, NUM_CLASSES
 
 
@@ -119,3 +123,37 @@ def evaluate(
         predictions=predictions.numpy(),
         probabilities=probabilities.numpy().astype(np.float32),
     )
+
+
+@dataclass(frozen=True)
+class SavedEvaluation:
+    """A saved model measured on the test set, with its pictures written beside it."""
+
+    meta: dict[str, Any]  # the weights file's metadata (model name, options, eval precision, ...)
+    result: EvalResult
+    confusion_png: Path
+    mistakes_png: Path
+
+
+def evaluate_saved(model: str | Path, data: MNIST, out_dir: str | Path | None = None) -> SavedEvaluation:
+    """Test accuracy of a saved model (run directory or .safetensors), measured as its run measured it.
+
+    The run's evaluation precision comes from the file, so the figure is the run's own. Writes
+    confusion.png and mistakes.png (the 36 most confident mistakes) into ``out_dir``, by default
+    beside the model.
+    """
+    from digits.train import plots
+
+    network, meta = load_weights(model)
+    precision = meta.get("eval_precision", "fp32")  # as the run measured its test accuracy
+    result = evaluate(network, *to_tensors(data.test_images, data.test_labels), precision=precision)
+    src = Path(model)
+    out = Path(out_dir) if out_dir else (src if src.is_dir() else src.parent)
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"{meta['model']}: {result.accuracy:.2%} on {result.n:,} test digits"
+    plots.confusion_matrix(result.confusion, out / "confusion.png", title=title)
+    worst = result.mistakes(36)
+    confidence = result.probabilities[worst, result.predictions[worst]]
+    images = data.test_images[worst]
+    plots.mistakes_gallery(images, result.labels[worst], result.predictions[worst], confidence, out / "mistakes.png")
+    return SavedEvaluation(meta, result, out / "confusion.png", out / "mistakes.png")
