@@ -308,7 +308,7 @@ def test_only_a_stride_2_stem_the_kernel_serves_gets_one():
 
 FAULTS = """
 import ctypes, json, resource, sys, torch
-from digits.train.loop import keep_freed_memory
+from digits.train.fast.memory import keep_freed_memory
 if sys.argv[1] == "keep" and not keep_freed_memory():
     print("unsupported"); sys.exit()
 class MallInfo2(ctypes.Structure):

@@ -11,7 +11,8 @@ from digits.models.weights import load_weights
 from digits.spec import CHECKPOINT_NAME
 from digits.train.config import PRESETS, TrainConfig, get_preset, override
 from digits.train.evaluate import evaluate, to_tensors
-from digits.train.loop import fit, lr_factor, split_train_val
+from digits.train.loop import fit, split_train_val
+from digits.train.schedule import lr_factor
 
 SMALL = override(get_preset("seed"), train_limit=5000, epochs=2, batch_size=64)
 

@@ -138,21 +138,22 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from digits.train.config import TrainConfig, get_preset, override
+    from digits.data import load_mnist
+    from digits.train.config import get_preset, override
+    from digits.train.fast.memory import keep_freed_memory
     from digits.train.loop import fit
 
     if args.resume:
         from digits.spec import CHECKPOINT_NAME
-        from digits.train.checkpoint import load_checkpoint
+        from digits.train.checkpoint import TrainState
 
         out = Path(args.resume)
         if not (out / CHECKPOINT_NAME).is_file():
             raise UsageError(f"nothing to resume in {out}: no {CHECKPOINT_NAME} there (finished runs have none)")
-        state = load_checkpoint(out / CHECKPOINT_NAME)
-        cfg = TrainConfig.from_dict(json.loads(state["config"]))
         if _config_overrides(args) or _model_options(args):
             raise UsageError("--resume continues a run with its own config; drop the other training flags")
-        preset = state.get("preset")
+        state = TrainState.load(out / CHECKPOINT_NAME)
+        cfg, preset = state.config, state.preset
     else:
         preset = args.preset
         cfg = get_preset(preset)
@@ -161,9 +162,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path(args.out) if args.out else Path("runs") / f"{stamp}-{preset}-{cfg.model}-s{cfg.seed}"
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
-    from digits.data import load_mnist
-
     data = load_mnist(args.data_dir, from_dir=args.from_dir, log=log)
+    keep_freed_memory()  # this process is the training: let glibc keep freed tensor memory for the next step
     try:
         run = fit(cfg, out, data=data, resume=bool(args.resume), progress=not args.json, log=log, preset=preset)
     except KeyboardInterrupt:

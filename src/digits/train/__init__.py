@@ -19,13 +19,14 @@ _HOMES = {
     "TrainConfig": "digits.train.config",
     "get_preset": "digits.train.config",
     "override": "digits.train.config",
-    "Run": "digits.train.loop",
+    "Run": "digits.train.report",
     "fit": "digits.train.loop",
 }
 
 if TYPE_CHECKING:
     from digits.train.config import PRESETS, TrainConfig, get_preset, override
-    from digits.train.loop import Run, fit
+    from digits.train.loop import fit
+    from digits.train.report import Run
 
 
 def __getattr__(name: str) -> Any:

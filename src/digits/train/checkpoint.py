@@ -1,26 +1,93 @@
-"""The state a training run resumes from: ``checkpoint.pt`` in the run directory.
+"""The state a training run resumes from: one typed shape, written in one place and read in one.
 
-Written with ``torch.save`` through :func:`digits.files.atomic_write` at the end of every epoch, read
-with ``weights_only=True`` (tensors and plain data only, never code).
+``checkpoint.pt`` in the run directory holds a :class:`TrainState`, written at the end of every epoch with
+``torch.save`` through :func:`digits.files.atomic_write` and read with ``weights_only=True`` (tensors and
+plain data only, never code). The file's keys are those of :meth:`TrainState.to_file`.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
-from digits.errors import ModelFileError
+from digits.errors import ConfigError, ModelFileError, RunError
 from digits.files import atomic_write
+from digits.train.config import TrainConfig
+
+StateDict = dict[str, Tensor]
 
 
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
+@dataclass
+class Best:
+    """The best validation accuracy so far, its epoch, and (with ``select="best"``) its weights."""
+
+    accuracy: float = -1.0
+    epoch: int = 0
+    state: StateDict | None = None
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a damaged file
-        raise ModelFileError(f"cannot read the training checkpoint {path}: {exc}") from exc
+@dataclass
+class TrainState:
+    """Everything a run needs to continue after its last finished epoch."""
+
+    config: TrainConfig
+    preset: str | None
+    epoch: int = 0  # epochs finished
+    train_seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per finished epoch
+    model: StateDict = field(default_factory=dict)
+    optimizer: dict[str, Any] = field(default_factory=dict)
+    ema: StateDict | None = None
+    best: Best = field(default_factory=Best)
+
+    def to_file(self) -> dict[str, Any]:
+        """The dict ``torch.save`` writes: tensors, numbers, strings (config and history as JSON)."""
+        return {
+            "config": json.dumps(self.config.to_dict()),
+            "preset": self.preset,
+            "epoch": self.epoch,
+            "train_seconds": self.train_seconds,
+            "history": json.dumps(self.history),
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "ema": self.ema,
+            "best_accuracy": self.best.accuracy,
+            "best_epoch": self.best.epoch,
+            "best_state": self.best.state,
+        }
+
+    @classmethod
+    def from_file(cls, saved: dict[str, Any], path: Path) -> TrainState:
+        try:
+            return cls(
+                config=TrainConfig.from_dict(json.loads(saved["config"])),
+                preset=saved.get("preset"),
+                epoch=saved["epoch"],
+                train_seconds=saved["train_seconds"],
+                history=json.loads(saved["history"]),
+                model=saved["model"],
+                optimizer=saved["optimizer"],
+                ema=saved["ema"],
+                best=Best(saved["best_accuracy"], saved["best_epoch"], saved["best_state"]),
+            )
+        except (KeyError, TypeError, ConfigError, json.JSONDecodeError) as exc:
+            raise RunError(
+                f"{path} was written by another version of digits ({exc!r}); start the run again in a new --out"
+            ) from exc
+
+    def save(self, path: Path) -> None:
+        atomic_write(Path(path), lambda tmp: torch.save(self.to_file(), tmp))
+
+    @classmethod
+    def load(cls, path: Path) -> TrainState:
+        path = Path(path)
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises several types for a damaged file
+            raise ModelFileError(f"cannot read the training checkpoint {path}: {exc}") from exc
+        return cls.from_file(saved, path)

@@ -1,0 +1,166 @@
+"""What a run shows and leaves behind: the progress bar, provenance, and the files of its run directory.
+
+A finished run directory holds ``model.safetensors`` (weights, with name, options, temperature and test
+accuracy in its metadata), ``run.json`` (the summary, resolved config, test metrics, history and
+provenance), ``history.csv`` and, for two or more epochs, ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from digits.data import MNIST
+from digits.files import write_json, write_text
+from digits.models import count_parameters
+from digits.models.weights import save_weights
+from digits.spec import META_NAME, WEIGHTS_NAME
+from digits.train.config import TrainConfig
+from digits.train.evaluate import EvalResult
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Run:
+    """What a finished training run produced."""
+
+    dir: Path
+    config: TrainConfig
+    model: nn.Module
+    history: list[dict[str, Any]]
+    test: EvalResult
+    train_seconds: float
+    stopped_early: str = ""
+    temperature: float = 1.0  # softmax temperature fitted on the validation split (1.0 without one)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class Progress:
+    """A tqdm bar per epoch on a terminal; one plain line per epoch otherwise (logs, CI, pipes)."""
+
+    def __init__(self, enabled: bool, log: Log) -> None:
+        self.tty = enabled and sys.stderr.isatty()
+        self.log = log
+        self.bar: Any = None
+
+    def start(self, epoch: int, epochs: int, steps: int, batch_size: int) -> Callable[[int, float, float], None]:
+        self.t0 = time.perf_counter()
+        self.batch_size = batch_size
+        if not self.tty:
+            return lambda *_: None
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="step", leave=True, dynamic_ncols=True)
+
+        def update(step: int, loss: float, acc: float) -> None:
+            self.bar.update(step - self.bar.n)
+            ips = step * self.batch_size / (time.perf_counter() - self.t0)
+            self.bar.set_postfix_str(f"loss {loss:.4f} acc {acc:.4f} {ips:,.0f} img/s", refresh=False)
+
+        return update
+
+    def end(self, row: dict[str, Any]) -> None:
+        val = (
+            f" val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.4f}" if row["val_loss"] is not None else ""
+        )
+        line = (
+            f"epoch {row['epoch']}/{row['epochs']}: loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}"
+            f"{val} lr {row['lr']:.2e} {row['images_per_s']:,.0f} img/s {row['seconds']:.1f}s"
+        )
+        if self.bar is not None:
+            self.bar.set_postfix_str(line.split(": ", 1)[1])
+            self.bar.close()
+            self.bar = None
+        else:
+            self.log(line)
+
+
+def provenance(data: MNIST) -> dict[str, Any]:
+    """Where a result came from: data checksums, library versions, machine, git commit."""
+    import numpy
+
+    return {
+        "data_sha256": data.sha256,
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": numpy.__version__,
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "processor": _cpu_name(),
+            "threads": torch.get_num_threads(),
+        },
+        "git_commit": _git_commit(),
+    }
+
+
+def _git_commit() -> str | None:
+    """The commit of the checkout digits runs from ("-dirty" with uncommitted changes); None outside git."""
+    root = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def write_run(run: Run, data: MNIST, preset: str | None, chosen_epoch: int) -> None:
+    """Write the run directory's files and fill ``run.summary`` (what ``digits train --json`` prints)."""
+    cfg = run.config
+    out = run.dir
+    run.summary = {
+        "run_dir": str(out),
+        "model": cfg.model,
+        "preset": preset,
+        "parameters": count_parameters(run.model),
+        "test_accuracy": run.test.accuracy,
+        "test_loss": run.test.loss,
+        "val_accuracy": run.history[chosen_epoch - 1]["val_accuracy"] if run.history else None,
+        "epochs_run": len(run.history),
+        "chosen_epoch": chosen_epoch,
+        "train_seconds": run.train_seconds,
+        "stopped_early": run.stopped_early or None,
+        "temperature": run.temperature,
+    }
+    save_weights(
+        run.model,
+        out / WEIGHTS_NAME,
+        cfg.model,
+        cfg.model_options,
+        test_accuracy=run.test.accuracy,
+        temperature=run.temperature,
+        eval_precision=cfg.eval_precision,
+        data_sha256=data.sha256,
+    )
+    record = {**run.summary, "config": cfg.to_dict(), "test": run.test.to_dict(), "history": run.history}
+    write_json(out / META_NAME, {**record, **provenance(data)})
+    rows = [",".join(run.history[0])] + [",".join("" if v is None else str(v) for v in h.values()) for h in run.history]
+    write_text(out / "history.csv", "\n".join(rows) + "\n")
+    if len(run.history) > 1:  # one point is not a curve; a one-epoch run also skips matplotlib's ~1 s import
+        from digits.train import plots
+
+        plots.learning_curves(run.history, out / "curves.png")
