@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from digits.errors import DigitsError, UsageError
-from digits.spec import ONNX_INT8_NAME, ONNX_NAME
+from digits.spec import NUM_CLASSES, ONNX_INT8_NAME, ONNX_NAME
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -205,10 +205,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     pc = result.per_class()
     print("digit  precision  recall     f1")
-    for d in range(10):
+    for d in range(NUM_CLASSES):
         print(f"{d:>5}  {pc['precision'][d]:>9.4f}  {pc['recall'][d]:>6.4f}  {pc['f1'][d]:.4f}")
     print("confusion (rows: true digit, columns: predicted):")
-    print("      " + " ".join(f"{d:>5}" for d in range(10)))
+    print("      " + " ".join(f"{d:>5}" for d in range(NUM_CLASSES)))
     for d, row in enumerate(result.confusion):
         print(f"{d:>5} " + " ".join(f"{v:>5}" for v in row))
     print(f"pictures: {saved.confusion_png}, {saved.mistakes_png}")

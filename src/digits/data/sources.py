@@ -30,6 +30,7 @@ from typing import IO, Any, Protocol
 import numpy as np
 
 from digits.errors import DataError
+from digits.spec import IMAGE_SIZE
 
 from .cache import sha256_hex
 from .idx import encode_idx
@@ -289,9 +290,9 @@ def pickle_splits_to_arrays(splits: Any) -> dict[str, np.ndarray]:
         raise DataError(f"MNIST pickle has an unexpected structure: {err}") from err
 
     def images(x: object) -> np.ndarray:
-        if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 2 or x.shape[1] != 784:
-            raise DataError(f"MNIST pickle: expected float32 images of shape (N, 784), got {_describe(x)}")
-        return np.rint(x * 256).astype(np.uint8).reshape(-1, 28, 28)
+        if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 2 or x.shape[1] != IMAGE_SIZE**2:
+            raise DataError(f"MNIST pickle: expected float32 images of shape (N, {IMAGE_SIZE**2}), got {_describe(x)}")
+        return np.rint(x * 256).astype(np.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
 
     def labels(y: object) -> np.ndarray:
         if not isinstance(y, np.ndarray) or y.dtype.kind not in "iu" or y.ndim != 1:

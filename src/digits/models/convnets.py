@@ -13,6 +13,7 @@ from digits.models.choices import HEADS, STEMS
 from digits.models.layers import FlattenHWC, check_rate, dct_filters, keras_init
 from digits.models.layers import activation as make_act
 from digits.models.registry import register_model
+from digits.spec import IMAGE_SIZE, NUM_CLASSES
 
 
 def _check_head(head: str) -> str:
@@ -48,7 +49,7 @@ def seed(
         layers += [FlattenHWC(), nn.Linear(width * 13 * 13, 128)]  # (B, 5408) -> (B, 128)
     else:  # global average pooling: far fewer parameters, no position-specific weights
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 128)]  # (B, 32) -> (B, 128)
-    layers += [make_act(act), nn.Dropout(dropout), nn.Linear(128, 10)]
+    layers += [make_act(act), nn.Dropout(dropout), nn.Linear(128, NUM_CLASSES)]
     return keras_init(nn.Sequential(*layers))
 
 
@@ -68,7 +69,7 @@ def lenet5(activation: str = "tanh", batchnorm: bool = False, dropout: float = 0
         nn.Dropout(dropout),
         nn.Linear(120, 84),
         make_act(act),
-        nn.Linear(84, 10),
+        nn.Linear(84, NUM_CLASSES),
     )
 
 
@@ -83,7 +84,8 @@ def mlp(activation: str = "relu", hidden: int = 256, dropout: float = 0.2, batch
             layers.append(nn.BatchNorm1d(cout))
         return [*layers, make_act(activation), nn.Dropout(dropout)]
 
-    return nn.Sequential(nn.Flatten(), *block(784, hidden), *block(hidden, hidden), nn.Linear(hidden, 10))
+    hidden_layers = [*block(IMAGE_SIZE**2, hidden), *block(hidden, hidden)]
+    return nn.Sequential(nn.Flatten(), *hidden_layers, nn.Linear(hidden, NUM_CLASSES))
 
 
 @register_model
@@ -130,7 +132,7 @@ def fastnet(
         *block(c2, c3),  # (B, 64, 3, 3)
         nn.Flatten(),
         nn.Dropout(dropout),
-        nn.Linear(c3 * 9, 10),
+        nn.Linear(c3 * 9, NUM_CLASSES),
     )
 
 
@@ -155,5 +157,5 @@ def deepnet(activation: str = "relu", dropout: float = 0.4) -> nn.Module:
         *_conv_block(64, 128, 4, a, True),  # (B, 128, 1, 1)
         nn.Flatten(),
         nn.Dropout(dropout),
-        nn.Linear(128, 10),
+        nn.Linear(128, NUM_CLASSES),
     )

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from digits.errors import ModelFileError
+from digits.spec import PIXEL_SCALE
 
 # T is searched between these. Below 0.05 a logit gap of 1 already means certainty; above 20 every
 # prediction is close to uniform. Either end means the logits are not worth calibrating.
@@ -121,7 +122,7 @@ class DigitShapes:
     def score(self, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """(N,) how far each (N, 28, 28) uint8 image lies from the digits of its class: 0 for a typical
         one, 1 at the limit, more for shapes unlike them."""
-        x = np.asarray(images, dtype=np.float32).reshape(len(images), self.mean.shape[1]) / np.float32(255.0)
+        x = np.asarray(images, dtype=np.float32).reshape(len(images), self.mean.shape[1]) / np.float32(PIXEL_SCALE)
         classes = np.asarray(classes, dtype=np.int64)
         out = np.zeros(len(x), np.float32)
         for c in np.unique(classes):

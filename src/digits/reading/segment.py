@@ -53,6 +53,41 @@ _MAX_SHAPES = 200
 _JUNCTION = 0.6
 # No digit, nor two touching ones, is this much wider than tall: such a shape is a dash or a rule.
 _DASH_ASPECT = 2.5
+# In a tiny picture (a 28x28 crop) the digit may be smaller than _MIN_DIGIT_PIXELS, but not smaller
+# than this fraction of the picture.
+_TINY_PICTURE_DIGIT = 0.5
+# Noise is measured robustly: the median absolute deviation (MAD) of a normal distribution times this
+# is its standard deviation. The ink, a minority of the pixels, leaves the MAD alone.
+_MAD_TO_SIGMA = 1.4826
+# Below this many noise deviations above the paper a level is noise, and is set to zero ...
+_FLOOR_SIGMAS = 3.0
+# ... but the floor never rises above this fraction of the ink threshold.
+_FLOOR_OF_THRESHOLD = 0.5
+# A hole that fills at least this fraction of its shape's box holds what lies inside it (a 0 around a dot).
+_HOLE_FRACTION = 0.5
+# A blob is ink over at least this fraction of its outline: no hole.
+_BLOB_INK = 0.95
+# Merging a broken digit's parts (see _merge_broken): rows overlapping by at most this fraction of the
+# shorter part make the parts stacked, one over the other ...
+_STACKED = 0.5
+# ... and then their columns must overlap by this fraction of the narrower part; side by side, by this.
+_OVERLAP_STACKED = 0.25
+_OVERLAP_SIDE = 0.5
+# The vertical gap between the parts, as a fraction of the taller: with other shapes around, and alone.
+_GAP = 0.3
+_GAP_ALONE = 0.2
+# The parts together are at most this many times the height of a digit (the tallest other shape).
+_MERGED_HEIGHT = 1.5
+# A shape joins a line of text when its rows overlap the line's latest shape by this fraction of the shorter.
+_LINE_OVERLAP = 0.5
+# A digit is at most about this fraction of its height wide (MNIST's widest, a 0 or a 2, ~0.8) ...
+_DIGIT_WIDTH = 0.8
+# ... so a shape wider than this many heights is touching digits, cut where a cut is expected +- this
+# fraction of a digit's width.
+_TOUCHING_WIDTH = 1.25
+_CUT_WINDOW = 0.25
+# Soft edges reach 1 / this of a digit's size beyond its thresholded ink (at least one pixel).
+_SOFT_EDGE_DIVISOR = 40
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,9 +158,7 @@ def segment(gray: np.ndarray, *, stroke: float | None = None) -> list[Glyph]:
     ink = _find_ink(gray)
     if ink is None:
         return []
-    # In a tiny picture (a 28x28 crop) the digit may be smaller than _MIN_DIGIT_PIXELS, but not
-    # smaller than half the picture.
-    absolute = min(_MIN_DIGIT_PIXELS, 0.5 * max(gray.shape))
+    absolute = min(_MIN_DIGIT_PIXELS, _TINY_PICTURE_DIGIT * max(gray.shape))
     min_extent = max(absolute, _MIN_DIGIT_FRACTION * min(gray.shape)) / ink.factor
     shapes = _merge_broken(_shapes(ink.mask, min_extent))
     # Now that broken digits are whole, what is still small is a speck, and a lone blob is dust.
@@ -178,7 +211,7 @@ def _find_ink(gray: np.ndarray) -> _Ink | None:
 
     sample = level[:: _stride(level), :: _stride(level)]
     median = float(np.median(sample))
-    noise = 1.4826 * float(np.median(np.abs(sample - median)))  # MAD: blind to the ink, a minority
+    noise = _MAD_TO_SIGMA * float(np.median(np.abs(sample - median)))
     otsu, _ = cv2.threshold(_to_u8(sample), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     threshold = max(otsu / 255.0, median + _NOISE_SIGMAS * noise, _MIN_CONTRAST)
     if float(level.max()) <= threshold:
@@ -190,7 +223,7 @@ def _find_ink(gray: np.ndarray) -> _Ink | None:
         cell=cell,
         dark=dark,
         threshold=threshold,
-        floor=min(median + 3.0 * noise, 0.5 * threshold),
+        floor=min(median + _FLOOR_SIGMAS * noise, _FLOOR_OF_THRESHOLD * threshold),
     )
 
 
@@ -213,7 +246,7 @@ def _dark_ink(small: np.ndarray, coarse: np.ndarray, k: int) -> bool:
     sample = small[::s, ::s]
     background = cv2.resize(background, (sample.shape[1], sample.shape[0]), interpolation=cv2.INTER_LINEAR)
     residual = sample - background
-    spread = 3.0 * 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
+    spread = _FLOOR_SIGMAS * _MAD_TO_SIGMA * float(np.median(np.abs(residual - np.median(residual))))
     darker = float(np.sum(np.clip(-residual - spread, 0, None)))
     lighter = float(np.sum(np.clip(residual - spread, 0, None)))
     return darker > lighter
@@ -307,7 +340,7 @@ def _holds(contours: Sequence[np.ndarray], parent: np.ndarray, i: int, rect: np.
     ox, oy, ow, oh = other
     for hole in np.flatnonzero(parent == i):
         hx, hy, hw, hh = cv2.boundingRect(contours[int(hole)])
-        big = hw * hh >= 0.5 * rect[2] * rect[3]
+        big = hw * hh >= _HOLE_FRACTION * rect[2] * rect[3]
         if big and hx <= ox and hy <= oy and hx + hw >= ox + ow and hy + hh >= oy + oh:
             return True
     return False
@@ -335,7 +368,7 @@ def _is_blob(mask: np.ndarray, contour: np.ndarray) -> bool:
     cv2.drawContours(filled, [contour], -1, 255, cv2.FILLED, offset=(-x, -y))
     outline = np.count_nonzero(filled)
     ink = np.count_nonzero(filled & mask[y : y + h, x : x + w])  # inside the outline but not ink: a hole
-    return bool(ink >= 0.95 * outline)
+    return bool(ink >= _BLOB_INK * outline)
 
 
 def _merge_broken(shapes: list[_Shape]) -> list[_Shape]:
@@ -363,12 +396,12 @@ def _merge_broken(shapes: list[_Shape]) -> list[_Shape]:
         reference = np.full(overlap.shape, np.inf)
         for k in np.argsort(h, kind="stable")[-3:]:  # the three tallest, the tallest last
             reference = np.where((index[:, None] != k) & (index[None, :] != k), h[k], reference)
-        stacked = -gap <= 0.5 * np.minimum(h[:, None], h[None, :])
+        stacked = -gap <= _STACKED * np.minimum(h[:, None], h[None, :])
         alone = np.isinf(reference)
         joined = (
-            (overlap >= np.where(stacked, 0.25, 0.5) * np.minimum(w[:, None], w[None, :]))
-            & (gap <= np.where(alone, 0.2, 0.3) * np.maximum(h[:, None], h[None, :]))
-            & (height <= 1.5 * reference)
+            (overlap >= np.where(stacked, _OVERLAP_STACKED, _OVERLAP_SIDE) * np.minimum(w[:, None], w[None, :]))
+            & (gap <= np.where(alone, _GAP_ALONE, _GAP) * np.maximum(h[:, None], h[None, :]))
+            & (height <= _MERGED_HEIGHT * reference)
             & (width <= _DASH_ASPECT * height)
         )
         joined = np.triu(joined, k=1)
@@ -391,7 +424,7 @@ def _lines(shapes: list[_Shape]) -> list[list[_Shape]]:
         for line in lines:
             last = line[-1]
             overlap = (min(shape.y1, last.y1) - max(shape.y0, last.y0)) / min(shape.h, last.h)
-            if overlap >= 0.5 and overlap > best_overlap:
+            if overlap >= _LINE_OVERLAP and overlap > best_overlap:
                 best, best_overlap = line, overlap
         if best is None:
             lines.append([shape])
@@ -445,16 +478,16 @@ def _split_columns(region: np.ndarray, line_height: float) -> list[tuple[int, in
     """
     h, w = region.shape
     height = max(float(h), line_height)
-    if w <= 1.25 * height:
+    if w <= _TOUCHING_WIDTH * height:
         return [(0, w)]
-    n = max(2, round(w / (0.8 * height)))
+    n = max(2, round(w / (_DIGIT_WIDTH * height)))
     profile = np.count_nonzero(region, axis=0).astype(np.float32)
     profile = np.convolve(profile, np.ones(3, np.float32) / 3, mode="same")
     cuts = [0]
     for i in range(1, n):
         expected = i * w / n
-        lo = max(cuts[-1] + 1, int(expected - 0.25 * w / n))
-        hi = min(w - 1, int(expected + 0.25 * w / n) + 1)
+        lo = max(cuts[-1] + 1, int(expected - _CUT_WINDOW * w / n))
+        hi = min(w - 1, int(expected + _CUT_WINDOW * w / n) + 1)
         if lo < hi:
             # Least ink wins; among equals, the column nearest the even split.
             cost = profile[lo:hi] + 1e-3 * np.abs(np.arange(lo, hi) - expected)
@@ -481,12 +514,37 @@ def _glyph(
     ``piece`` is the digit's mask, in mask pixels from ``origin``. Its gray levels keep MNIST-like
     soft edges; every pixel that is not this digit's ink (paper, noise, a neighbour) is set to zero.
     """
-    f = ink.factor
+    crop, member, (cx0, cy0, cx1, cy1) = _crop(gray, ink.factor, piece, origin, cut)
+    pixel = ((cx1 - cx0) / crop.shape[1], (cy1 - cy0) / crop.shape[0])  # picture pixels per crop pixel
+    level = _level(crop, _lighting(ink.lighting, ink.cell, cx0, cy0, crop.shape, pixel), ink.dark)
+    inside = member > 0
+
+    # The ink proper, at full resolution (the mask's is coarse), gives the box.
+    ys, xs = np.nonzero((level > ink.threshold) & inside)
+    if ys.size == 0:  # too faint at full resolution: fall back on the mask
+        ys, xs = np.nonzero(inside)
+    top, bottom, left, right = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+
+    soft = _above_noise(level, inside, ink)
+    # Soft edges reach a little beyond the thresholded ink, and no further.
+    r = max(1, round(max(bottom - top, right - left) / _SOFT_EDGE_DIVISOR))
+    image = to_mnist(soft[max(0, top - r) : bottom + r, max(0, left - r) : right + r], stroke=stroke)
+
+    bx0, by0 = cx0 + int(left * pixel[0]), cy0 + int(top * pixel[1])
+    bx1, by1 = cx0 + math.ceil(right * pixel[0]), cy0 + math.ceil(bottom * pixel[1])
+    return Glyph(box=(bx0, by0, bx1 - bx0, by1 - by0), image=image, line=line)
+
+
+def _crop(
+    gray: np.ndarray, f: int, piece: np.ndarray, origin: tuple[int, int], cut: bool
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+    """The picture around a digit (at most _GLYPH_SIDE on its long side), the mask of what may be its
+    ink there, and the crop's box (x0, y0, x1, y1) in picture pixels. ``f``: picture pixels per mask pixel."""
     H, W = gray.shape
     x0, y0 = origin[0] * f, origin[1] * f
     x1, y1 = min(W, x0 + piece.shape[1] * f), min(H, y0 + piece.shape[0] * f)
     # The mask is coarse by one mask pixel, and soft edges reach below the threshold: look further.
-    m = f + max(1, round(max(x1 - x0, y1 - y0) / 40))
+    m = f + max(1, round(max(x1 - x0, y1 - y0) / _SOFT_EDGE_DIVISOR))
     cx0, cy0, cx1, cy1 = max(0, x0 - m), max(0, y0 - m), min(W, x1 + m), min(H, y1 + m)
 
     member = np.zeros((cy1 - cy0, cx1 - cx0), np.uint8)  # (rows, cols) of the crop
@@ -504,30 +562,21 @@ def _glyph(
         size = (max(1, round(crop.shape[1] * q)), max(1, round(crop.shape[0] * q)))
         crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
         member = cv2.resize(member, size, interpolation=cv2.INTER_NEAREST)
-    pixel = ((cx1 - cx0) / crop.shape[1], (cy1 - cy0) / crop.shape[0])  # picture pixels per crop pixel
-    level = _level(crop, _lighting(ink.lighting, ink.cell, cx0, cy0, crop.shape, pixel), ink.dark)
-    inside = member > 0
+    return crop, member, (cx0, cy0, cx1, cy1)
 
-    # The ink proper, at full resolution (the mask's is coarse), gives the box.
-    ys, xs = np.nonzero((level > ink.threshold) & inside)
-    if ys.size == 0:  # too faint at full resolution: fall back on the mask
-        ys, xs = np.nonzero(inside)
-    top, bottom, left, right = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
 
-    # Noise at full resolution is stronger than in the averaged mask: measure it on the paper around
-    # the digit, and zero everything at or below it, so the digit's box is not widened by noise.
+def _above_noise(level: np.ndarray, inside: np.ndarray, ink: _Ink) -> np.ndarray:
+    """Ink levels in [0, 1] with the noise floor at 0 and everything outside ``inside`` zeroed.
+
+    Noise at full resolution is stronger than in the averaged mask: it is measured on the paper around
+    the digit, and everything at or below it is zeroed, so the digit's box is not widened by noise.
+    """
     paper = level[~inside][::3]  # a third is plenty for two medians
     floor = ink.floor
     if paper.size >= 16:
         median = float(np.median(paper))
-        floor = median + 3.0 * 1.4826 * float(np.median(np.abs(paper - median)))
-    floor = min(floor, 0.5 * ink.threshold)
+        floor = median + _FLOOR_SIGMAS * _MAD_TO_SIGMA * float(np.median(np.abs(paper - median)))
+    floor = min(floor, _FLOOR_OF_THRESHOLD * ink.threshold)
     soft = np.clip((level - np.float32(floor)) / np.float32(1.0 - floor), 0.0, 1.0)
     soft[~inside] = 0.0
-    # Soft edges reach a little beyond the thresholded ink, and no further.
-    r = max(1, round(max(bottom - top, right - left) / 40))
-    image = to_mnist(soft[max(0, top - r) : bottom + r, max(0, left - r) : right + r], stroke=stroke)
-
-    bx0, by0 = cx0 + int(left * pixel[0]), cy0 + int(top * pixel[1])
-    bx1, by1 = cx0 + math.ceil(right * pixel[0]), cy0 + math.ceil(bottom * pixel[1])
-    return Glyph(box=(bx0, by0, bx1 - bx0, by1 - by0), image=image, line=line)
+    return soft

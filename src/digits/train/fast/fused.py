@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from digits.models.layers import FlattenHWC
+from digits.spec import IMAGE_SIZE
 from digits.train.fast import native
 
 Grads = tuple[torch.Tensor, torch.Tensor]  # (loss, logits)
@@ -66,8 +67,9 @@ def _kernel_serves(weight: torch.Tensor, dtype: torch.dtype) -> bool:
 
 
 def _check_28x28(x: torch.Tensor, network: str) -> None:  # the kernels read 28x28 images; the networks need them
-    if tuple(x.shape[1:]) != (1, 28, 28):
-        raise ValueError(f"the {network} network takes (batch, 1, 28, 28) images, got {tuple(x.shape)}")
+    if tuple(x.shape[1:]) != (1, IMAGE_SIZE, IMAGE_SIZE):
+        size = f"{IMAGE_SIZE}, {IMAGE_SIZE}"
+        raise ValueError(f"the {network} network takes (batch, 1, {size}) images, got {tuple(x.shape)}")
 
 
 def _one_channel_3x3(conv: nn.Conv2d, stride: int, padding: int, bias: bool) -> bool:
