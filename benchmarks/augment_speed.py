@@ -17,7 +17,8 @@ import time
 import torch
 
 from common import machine_info
-from digits.train.augment import AugmentConfig, augment, parse_augment
+from digits.train.augment import augment
+from digits.train.config import AugmentConfig, parse_augment
 
 TRANSFORM_SETS: dict[str, str] = {
     "none": "none",

@@ -9,17 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from digits.train.augment import (
-    ERASE_AREA,
-    AugmentConfig,
-    _affine_theta,
-    _elastic_displacement,
-    _Random,
-    _sampling_grid,
-    augment,
-    format_augment,
-    parse_augment,
-)
+from digits.train.augment import ERASE_AREA, _affine_theta, _elastic_displacement, _Random, _sampling_grid, augment
+from digits.train.config import AugmentConfig, format_augment, parse_augment
 
 FULL = AugmentConfig(
     rotate=15, scale=0.1, shift=0.1, shear=10, elastic=34, elastic_sigma=4, erase=0.5, noise=0.1, blur=0.5

@@ -52,6 +52,7 @@ def test_bad_inputs_are_clear_errors_not_tracebacks(capsys, tmp_path):
     assert code != 0 and "nothing to resume" in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["seed", "fast"])  # fast: a model with tta, evaluated in bf16
 def test_train_json_then_evaluate(capsys, tmp_path, mnist_dir, preset):
     out_dir = tmp_path / "run"
@@ -91,6 +92,7 @@ def test_train_json_then_evaluate(capsys, tmp_path, mnist_dir, preset):
     assert code == 0 and "precision" in out and "confusion" in out
 
 
+@pytest.mark.slow
 def test_console_script_killed_mid_run_leaves_no_partial_file_and_resumes(tmp_path, mnist_dir):
     """A real process killed without warning (SIGKILL) after two epochs; --resume finishes the run."""
     out_dir = tmp_path / "killed"

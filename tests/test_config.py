@@ -2,8 +2,7 @@ import dataclasses
 
 import pytest
 
-from digits.train.augment import AugmentConfig
-from digits.train.config import PRESET_PURPOSES, PRESETS, TrainConfig, get_preset, override
+from digits.train.config import PRESET_PURPOSES, PRESETS, AugmentConfig, TrainConfig, get_preset, override
 
 
 def test_seed_preset_is_the_articles_recipe():

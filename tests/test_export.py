@@ -17,10 +17,9 @@ from digits.export import check_parity, export_onnx, onnx_logits, read_metadata
 from digits.models import create_model
 from digits.models.weights import load_weights
 from digits.spec import ONNX_INPUT, ONNX_OUTPUT, SHIPPED_ONNX, SHIPPED_SAFETENSORS, to_model_input
-from test_recognizer import model_dir  # noqa: F401  (the session's trained model, built once for both files)
 
 
-def test_export_is_a_checked_onnx_file_with_the_models_metadata(model_dir):  # noqa: F811
+def test_export_is_a_checked_onnx_file_with_the_models_metadata(model_dir):
     path = model_dir / "model.onnx"
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
@@ -33,7 +32,7 @@ def test_export_is_a_checked_onnx_file_with_the_models_metadata(model_dir):  # n
     assert exported["data_sha256"] == meta["data_sha256"]
 
 
-def test_onnx_equals_torch_at_every_batch_size(model_dir, mnist):  # noqa: F811
+def test_onnx_equals_torch_at_every_batch_size(model_dir, mnist):
     model, _ = load_weights(model_dir)
     session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     shape = session.get_inputs()[0].shape
@@ -49,13 +48,13 @@ def test_onnx_equals_torch_at_every_batch_size(model_dir, mnist):  # noqa: F811
     assert check_parity(model, model_dir / "model.onnx", mnist.test_images[:500]) <= 1e-4
 
 
-def test_parity_check_catches_a_different_model(model_dir, mnist):  # noqa: F811
+def test_parity_check_catches_a_different_model(model_dir, mnist):
     other = create_model("fastnet").eval()  # untrained: its logits are nothing like the trained ones
     with pytest.raises(ParityError, match="differ from torch"):
         check_parity(other, model_dir / "model.onnx", mnist.test_images[:20])
 
 
-def test_int8_loses_at_most_a_tenth_of_a_point(model_dir, mnist, mnist_dir, tmp_path, capsys):  # noqa: F811
+def test_int8_loses_at_most_a_tenth_of_a_point(model_dir, mnist, mnist_dir, tmp_path, capsys):
     out = tmp_path / "int8.onnx"
     code = main(["export", str(model_dir), "--int8", "-o", str(out), "--data-dir", str(mnist_dir), "--json"])
     report = json.loads(capsys.readouterr().out)
@@ -71,7 +70,7 @@ def test_int8_loses_at_most_a_tenth_of_a_point(model_dir, mnist, mnist_dir, tmp_
     assert report["test_accuracy_int8"] == pytest.approx(int8) and report["test_accuracy_fp32"] == pytest.approx(fp32)
 
 
-def test_export_command_writes_beside_the_run_and_checks_parity(model_dir, tmp_path, capsys):  # noqa: F811
+def test_export_command_writes_beside_the_run_and_checks_parity(model_dir, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     (run / "model.safetensors").write_bytes((model_dir / "model.safetensors").read_bytes())
@@ -82,7 +81,7 @@ def test_export_command_writes_beside_the_run_and_checks_parity(model_dir, tmp_p
     assert "-o FILE" in capsys.readouterr().err
 
 
-def test_bad_export_requests_are_clear_errors(model_dir, tmp_path):  # noqa: F811
+def test_bad_export_requests_are_clear_errors(model_dir, tmp_path):
     with pytest.raises(ValueError, match="calibration_images"):
         export_onnx(model_dir, tmp_path / "x.onnx", int8=True)
     with pytest.raises(ModelFileError, match="no model file"):

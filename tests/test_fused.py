@@ -170,6 +170,7 @@ def test_other_networks_train_through_autograd(name, options):
     assert not isinstance(grads, SeedGradients)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset, images", [("seed", 2000), ("fast", 8000)])
 def test_fused_and_autograd_training_end_alike(mnist, tmp_path, preset, images, monkeypatch):
     stems = []  # what training got from stem_forward: a StemForward for `fast` where the kernel builds

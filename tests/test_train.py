@@ -40,6 +40,7 @@ def test_validation_is_the_last_fraction_like_keras(mnist):
     assert torch.equal(vy, torch.tensor(mnist.train_labels[800:1000]).long())
 
 
+@pytest.mark.slow
 def test_short_training_run_learns_and_writes_a_complete_run(mnist, tmp_path):
     run = fit(override(SMALL, train_limit=10_000), tmp_path / "run", data=mnist, progress=False, log=lambda s: None)
     assert run.test.accuracy >= 0.94, run.test.accuracy  # 8,000 images, 2 epochs
@@ -58,6 +59,7 @@ def test_short_training_run_learns_and_writes_a_complete_run(mnist, tmp_path):
     assert wmeta["model"] == "seed"
 
 
+@pytest.mark.slow
 def test_same_config_and_seed_give_the_same_result(mnist, tmp_path):
     cfg = override(SMALL, train_limit=2000, epochs=1)
     a = fit(cfg, tmp_path / "a", data=mnist, progress=False, log=lambda s: None)
@@ -67,6 +69,7 @@ def test_same_config_and_seed_give_the_same_result(mnist, tmp_path):
     assert not all(torch.equal(p, q) for p, q in zip(a.model.parameters(), c.model.parameters()))
 
 
+@pytest.mark.slow
 def test_resume_ends_where_an_uninterrupted_run_ends(mnist, tmp_path, monkeypatch):
     cfg = override(SMALL, train_limit=2000, epochs=3, augment=None)
     full = fit(cfg, tmp_path / "full", data=mnist, progress=False, log=lambda s: None)
@@ -92,6 +95,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(mnist, tmp_path, monkeypatc
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_a_fixed_first_layer_stays_fixed_through_training_and_resume(mnist, tmp_path, monkeypatch):
     cfg = override(get_preset("fast"), train_limit=2048, epochs=2)  # the fast preset's DCT stem
     full = fit(cfg, tmp_path / "full", data=mnist, progress=False, log=lambda s: None)
@@ -208,6 +212,7 @@ def test_temperature_is_fitted_on_validation_and_saved(mnist, tmp_path):
     assert 0.2 < run.temperature < 5 and run.temperature != 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_every_preset_trains_end_to_end_on_a_small_budget(mnist, tmp_path, preset):
     cfg = override(get_preset(preset), train_limit=3000, epochs=1, batch_size=min(get_preset(preset).batch_size, 64))
@@ -235,3 +240,14 @@ def test_seed_weights_from_before_the_hwc_flatten_are_refused(tmp_path):
         metadata={"model": "fastnet", "model_options": "{}"},
     )
     load_weights(tmp_path / "fast.safetensors")
+
+
+def test_fit_leaves_the_process_as_it_found_it(mnist, tmp_path, monkeypatch):
+    """cfg.threads holds for the training only, and fit sets no allocator option (the CLI does that)."""
+    calls = []
+    monkeypatch.setattr("digits.train.fast.memory.keep_freed_memory", lambda: calls.append(1) or True)
+    before = torch.get_num_threads()
+    cfg = override(SMALL, train_limit=512, epochs=1, threads=1 if before > 1 else 2)
+    run = fit(cfg, tmp_path / "run", data=mnist, progress=False, log=lambda s: None)
+    assert torch.get_num_threads() == before and not calls
+    assert json.loads((run.dir / "run.json").read_text())["machine"]["threads"] == cfg.threads  # what it trained with

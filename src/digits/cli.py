@@ -87,8 +87,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _config_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    from digits.train.augment import parse_augment
-    from digits.train.config import TrainConfig
+    from digits.train.config import TrainConfig, parse_augment
 
     out: dict[str, Any] = {}
     for f in dataclasses.fields(TrainConfig):

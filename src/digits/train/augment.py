@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from digits.train.config import AugmentConfig, format_augment, parse_augment
+from digits.train.config import AugmentConfig  # what to apply: with the other configs, so the CLI reads it torch-free
 
-__all__ = ["AugmentConfig", "augment", "format_augment", "parse_augment"]
+__all__ = ["augment"]
 
 # Random erasing: the erased area is this fraction of the image, its aspect ratio (h / w) is drawn
 # log-uniformly in [ERASE_RATIO, 1 / ERASE_RATIO]. Values from Zhong et al. 2017, "Random Erasing Data

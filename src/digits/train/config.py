@@ -230,18 +230,12 @@ class TrainConfig:
 PRESETS: dict[str, TrainConfig] = {
     # The article's recipe, exactly: Adam(1e-3), batch 32, 10 epochs, last 20% for validation, [0,1] pixels.
     "seed": TrainConfig(),
-    # A good model in seconds: a small BN convnet, one pass over the first 40,000 training images at batch
-    # 256 with a one-cycle learning rate (Smith & Topin 2017), so the few steps there are all count. The
-    # stride-2 first layer and narrower blocks (16-24-48) train ~30% faster than fastnet's default; the
-    # higher peak LR (0.02) won back what the narrower blocks lost at 0.01. The first layer is fixed (the
-    # DCT stem), which saves its backward pass and the second convolution's input gradient: ~10% a step.
-    # 40,000 images rather than all 60,000 is the time budget (2 s here). Chosen on held-out training
-    # images (trained on the first N, scored on 40,000-60,000, never the test set; 5 seeds), N = 40,000:
-    # a learned first layer 98.65%, the DCT stem 98.63%; beta1 = 0.8 98.69% against 98.60% with 0.9 (an
-    # earlier session); label smoothing 0.1 98.84% learned, 98.78% DCT (0.15: 98.75% at N = 36,000).
-    # The model predicts with test-time shifts (tta: the image and its four one-pixel shifts, averaged):
-    # held-out 98.80% -> 98.91% over 10 seeds, every seed +0.08 to +0.18 points (three views: 98.86%; nine:
-    # 98.91%), at five times the cost of a prediction, so it evaluates in bf16 (the same 98.91%; 1.2 s, not 2.1 s).
+    # A good model in seconds: a small BN convnet, one pass over the first 40,000 training images (the time
+    # budget, 2 s here) at batch 256 with a one-cycle learning rate (Smith & Topin 2017), so the few steps
+    # there are all count. Its first layer is fixed (the DCT stem), which spares the backward pass through
+    # it and the second convolution's input gradient; it predicts with test-time shifts (tta), five
+    # predictions per image, so it evaluates in bf16. Every choice was made on held-out training images;
+    # the measurements are in the README ("Presets") and benchmarks/results/presets.json.
     "fast": TrainConfig(
         model="fastnet",
         model_options={"stem": "dct", "widths": [16, 24, 48], "tta": True},
