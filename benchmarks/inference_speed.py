@@ -28,8 +28,8 @@ from common import machine_info, write_json
 from digits.export import export_onnx
 from digits.models.weights import load_weights
 from digits.reading import Recognizer
-from digits.spec import ONNX_INPUT, ONNX_OUTPUT, SHIPPED_ONNX, SHIPPED_SAFETENSORS, to_model_input
-from digits.testing import scenes as images
+from digits.spec import IMAGE_SIZE, ONNX_INPUT, ONNX_OUTPUT, SHIPPED_ONNX, SHIPPED_SAFETENSORS, to_model_input
+from digits.testing import scenes
 
 
 def timings(fn: Callable[[], object], runs: int, warmup: int = 20) -> np.ndarray:
@@ -50,6 +50,62 @@ def session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
+def _row(what: str, backend: str, ms: np.ndarray, batch_size: int) -> dict[str, object]:
+    median = float(np.median(ms))
+    return {
+        "what": what,
+        "backend": backend,
+        "batch": batch_size,
+        "median_ms": median,
+        "p90_ms": float(np.percentile(ms, 90)),
+        "images_per_s": batch_size / median * 1e3,
+    }
+
+
+def model_only(model: torch.nn.Module, onnx_path: Path, runs: int) -> list[dict[str, object]]:
+    """The forward pass on an input already in memory, onnxruntime and torch, one thread and the default."""
+    rng = np.random.default_rng(0)
+    sizes = ((1, runs), (256, 200), (1000, 50))
+    batch = {n: to_model_input(rng.integers(0, 256, (n, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)) for n, _ in sizes}
+    rows = []
+    for threads in (1, 0):
+        s = session(onnx_path, threads)
+        name = f"onnxruntime, {threads or 'default'} thread{'s' if threads != 1 else ''}"
+        for n, k in sizes:
+            ms = timings(lambda s=s, x=batch[n]: s.run([ONNX_OUTPUT], {ONNX_INPUT: x}), k)
+            rows.append(_row("model only", name, ms, n))
+    threads_before = torch.get_num_threads()
+    for threads in (1, threads_before):
+        torch.set_num_threads(threads)
+        name = f"torch, {threads} thread{'s' if threads != 1 else ''}"
+        with torch.inference_mode():
+            for n, k in sizes:
+                x = torch.from_numpy(batch[n])
+                rows.append(_row("model only", name, timings(lambda x=x: model(x), k), n))
+    torch.set_num_threads(threads_before)
+    return rows
+
+
+def end_to_end(model: Path | None) -> list[dict[str, object]]:
+    """Decode, find the digits, normalise them, run the model, calibrate, check shapes: a 1000x1000 photo."""
+    digits = [scenes.font_digit(d) for d in (3, 1, 4, 7)]
+    scene = scenes.paper(digits, size=(1000, 1000), origin=(120, 420), height=150, rgb=True, noise=0.03)
+    photo = scene.image  # (1000, 1000, 3) uint8
+    jpeg = scenes.encode(photo, "JPEG", quality=90)
+    rows = []
+    for backend in ("onnx", "torch"):
+        r = Recognizer.load(model, backend=backend)
+        # Printed digits, as in preprocess_speed.py: the flagged 1 of this font may read "?" (unlike handwriting).
+        assert len(r.read(photo).digits) == 4, "the benchmark photo should hold four digits"
+        rows.append(
+            _row("read 1000x1000 photo, 4 digits (array)", r.backend, timings(lambda r=r: r.read(photo), 200, 5), 1)
+        )
+        rows.append(
+            _row("read 1000x1000 photo, 4 digits (JPEG)", r.backend, timings(lambda r=r: r.read(jpeg), 200, 5), 1)
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="run directory or .safetensors (default: the shipped model)")
@@ -63,51 +119,7 @@ def main() -> None:
     onnx_path = SHIPPED_ONNX if args.model is None else Path("/tmp") / "digits-benchmark.onnx"
     if args.model is not None:
         export_onnx(weights, onnx_path)
-    rng = np.random.default_rng(0)
-    digits = [images.font_digit(d) for d in (3, 1, 4, 7)]
-    batch = {n: to_model_input(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)) for n in (1, 256, 1000)}
-
-    rows: list[dict[str, object]] = []
-
-    def row(what: str, backend: str, ms: np.ndarray, batch_size: int) -> None:
-        rows.append(
-            {
-                "what": what,
-                "backend": backend,
-                "batch": batch_size,
-                "median_ms": float(np.median(ms)),
-                "p90_ms": float(np.percentile(ms, 90)),
-                "images_per_s": batch_size / float(np.median(ms)) * 1e3,
-            }
-        )
-
-    # Model only: the forward pass on an input already in memory.
-    for threads in (1, 0):
-        s = session(onnx_path, threads)
-        name = f"onnxruntime, {threads or 'default'} thread{'s' if threads != 1 else ''}"
-        for n, runs in ((1, args.runs), (256, 200), (1000, 50)):
-            x = batch[n]
-            row("model only", name, timings(lambda s=s, x=x: s.run([ONNX_OUTPUT], {ONNX_INPUT: x}), runs), n)
-    threads_before = torch.get_num_threads()
-    for threads in (1, threads_before):
-        torch.set_num_threads(threads)
-        name = f"torch, {threads} thread{'s' if threads != 1 else ''}"
-        with torch.inference_mode():
-            for n, runs in ((1, args.runs), (256, 200), (1000, 50)):
-                x = torch.from_numpy(batch[n])
-                row("model only", name, timings(lambda x=x: model(x), runs), n)
-    torch.set_num_threads(threads_before)
-
-    # End to end: decode, find the digits, normalise them, run the model, calibrate, check shapes.
-    scene = images.paper(digits, size=(1000, 1000), origin=(120, 420), height=150, rgb=True, noise=0.03)
-    photo = scene.image  # (1000, 1000, 3) uint8
-    jpeg = images.encode(photo, "JPEG", quality=90)
-    for backend in ("onnx", "torch"):
-        r = Recognizer.load(args.model, backend=backend)
-        # Printed digits, as in preprocess_speed.py: the flagged 1 of this font may read "?" (unlike handwriting).
-        assert len(r.read(photo).digits) == 4, "the benchmark photo should hold four digits"
-        row("read 1000x1000 photo, 4 digits (array)", r.backend, timings(lambda r=r: r.read(photo), 200, 5), 1)
-        row("read 1000x1000 photo, 4 digits (JPEG)", r.backend, timings(lambda r=r: r.read(jpeg), 200, 5), 1)
+    rows = model_only(model, onnx_path, args.runs) + end_to_end(args.model)
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     info = {

@@ -26,7 +26,7 @@ import PIL
 from digits.reading import load_image, prepare, to_mnist
 from digits.reading.segment import segment
 from digits.spec import to_model_input
-from digits.testing import scenes as images
+from digits.testing import scenes
 
 
 def measure(fn: Callable[[], object], runs: int) -> tuple[float, float]:
@@ -48,11 +48,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads is not None:
         cv2.setNumThreads(args.threads)
-    digits = [images.font_digit(d) for d in (3, 1, 4, 7)]
-    scene = images.paper(digits, size=(1000, 1000), origin=(120, 420), height=150, rgb=True, noise=0.03)
+    digits = [scenes.font_digit(d) for d in (3, 1, 4, 7)]
+    scene = scenes.paper(digits, size=(1000, 1000), origin=(120, 420), height=150, rgb=True, noise=0.03)
     photo = scene.image  # (1000, 1000, 3) uint8
-    jpeg = images.encode(photo, "JPEG", quality=90)
-    png = images.encode(photo, "PNG")
+    jpeg = scenes.encode(photo, "JPEG", quality=90)
+    png = scenes.encode(photo, "PNG")
     gray = load_image(photo)
     assert len(segment(gray)) == 4, "the benchmark photo should read as four digits"
     one = digits[0]

@@ -24,21 +24,21 @@ import numpy as np
 
 from digits.data import load_mnist
 from digits.reading import Recognizer
-from digits.testing import scenes as images
+from digits.testing import scenes
 
 
-def not_digits(images) -> dict[str, np.ndarray]:  # noqa: ANN001 (the tests' images module)
+def not_digits() -> dict[str, np.ndarray]:
     """Pictures with no digit in them: letters, symbols, scribbles and noise."""
     out: dict[str, np.ndarray] = {}
 
     def on_paper(name: str, ink28: np.ndarray) -> None:
-        out[name] = images.paper([ink28], size=(500, 400), origin=(150, 100), height=180, seed=len(out)).image
+        out[name] = scenes.paper([ink28], size=(500, 400), origin=(150, 100), height=180, seed=len(out)).image
 
     for font, tag in ((cv2.FONT_HERSHEY_SIMPLEX, ""), (cv2.FONT_HERSHEY_DUPLEX, "bold ")):
         for ch in "AEFHKMNRWXY#&*+":
             canvas = np.zeros((260, 300), np.uint8)
             cv2.putText(canvas, ch, (40, 200), font, 5.0, 255, 14 if not tag else 18, cv2.LINE_AA)
-            on_paper(f"{tag}{ch}", images.mnist_like(canvas))
+            on_paper(f"{tag}{ch}", scenes.mnist_like(canvas))
     t = np.linspace(0, 6 * np.pi, 300)
     pen = {
         "pen W": [[(10, 20), (50, 180), (100, 60), (150, 180), (190, 20)]],
@@ -56,7 +56,7 @@ def not_digits(images) -> dict[str, np.ndarray]:  # noqa: ANN001 (the tests' ima
     }
     for name, strokes in pen.items():
         for thickness in (8, 14):
-            on_paper(f"{name} ({thickness}px pen)", images.stroke_digit(strokes, thickness=thickness))
+            on_paper(f"{name} ({thickness}px pen)", scenes.stroke_digit(strokes, thickness=thickness))
     rng = np.random.default_rng(0)
     out["uniform noise"] = rng.integers(0, 256, (400, 400), dtype=np.uint8)
     out["gaussian noise"] = np.clip(rng.normal(128, 40, (400, 400)), 0, 255).astype(np.uint8)
@@ -93,7 +93,7 @@ def main() -> None:
     def photographed(pen: int) -> list:
         out = []
         for i, d in enumerate(digits):
-            scene = images.paper([d], size=(400, 400), origin=(100, 100), height=150, stroke=pen, noise=0.03, seed=i)
+            scene = scenes.paper([d], size=(400, 400), origin=(100, 100), height=150, stroke=pen, noise=0.03, seed=i)
             out.append(recognizer.predict(scene.image))
         return out
 
@@ -102,7 +102,7 @@ def main() -> None:
         "photographed on paper": lambda: photographed(0),
         "photographed, thin pen (-2 px)": lambda: photographed(-2),
         "photographed, thick pen (+6 px)": lambda: photographed(6),
-        "RGBA canvas drawings": lambda: [recognizer.predict(images.rgba_drawing(d)) for d in digits],
+        "RGBA canvas drawings": lambda: [recognizer.predict(scenes.rgba_drawing(d)) for d in digits],
     }
     rows = []
     print(
@@ -118,7 +118,7 @@ def main() -> None:
         )
 
     others = []
-    for name, picture in not_digits(images).items():
+    for name, picture in not_digits().items():
         p = recognizer.predict(picture)
         confident = p.digit is not None and not p.uncertain
         others.append({"picture": name, "digit": p.digit, "confidence": p.confidence, "confident": confident})
