@@ -253,7 +253,7 @@ def _load_recognizer(args: argparse.Namespace) -> Any:
 
 
 def _save_debug(directory: str, index: int, source: str, predictions: list[Any]) -> None:
-    """Write what the model saw for one input into DIR/<index>_<name>/ (see preprocess.save_debug)."""
+    """Write what the model saw for one input into DIR/<index>_<name>/ (see digits.reading.pipeline.save_debug)."""
     from digits.errors import ImageError
     from digits.reading import Glyph, load_image, save_debug
 

@@ -25,7 +25,7 @@ NUM_CLASSES = 10
 # ~86 MB of fresh memory).
 EVAL_BATCH_SIZE = 256
 
-# A run directory (digits.train.loop writes it, digits.reading and digits.export read it).
+# A run directory (digits.train writes it, digits.reading and digits.export read it).
 WEIGHTS_NAME = "model.safetensors"  # the weights; the network's name and options are in its metadata
 META_NAME = "run.json"  # resolved config, metrics, history, provenance
 CHECKPOINT_NAME = "checkpoint.pt"  # the state to resume from; removed when the run finishes

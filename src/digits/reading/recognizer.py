@@ -3,10 +3,11 @@
 The Recognizer joins three things, each with its own home:
 
 * :mod:`digits.reading.pipeline` finds the digits in a picture and makes each look like MNIST (28x28);
-* a trained network turns each 28x28 into logits, run by onnxruntime (an ``.onnx`` file, no torch
-  needed) or by torch (a ``.safetensors`` file or a run directory);
+* a trained network turns each 28x28 into logits, run by :mod:`digits.reading.backends`: onnxruntime
+  (an ``.onnx`` file, no torch needed) or torch (a ``.safetensors`` file or a run directory);
 * :mod:`digits.reading.calibration` turns logits into honest probabilities (the temperature stored with the
-  model) and says whether the shape looks like a handwritten digit at all.
+  model) and says whether the shape looks like a handwritten digit at all;
+* :mod:`digits.reading.results` holds what comes back: a Prediction per digit, a Reading per picture.
 
 It answers only when it can: a picture with no ink gives no digit ("no digit found"), and a digit
 whose calibrated confidence is below ``threshold``, or whose shape is unlike any handwritten digit
@@ -55,8 +56,8 @@ class Recognizer:
     """A loaded model that reads digits in pictures. Build it with :meth:`Recognizer.load`.
 
     Pictures may be a path, the bytes of an image file, a PIL image or a numpy array (see
-    :func:`digits.reading.pipeline.load_image`); a picture that cannot be read raises
-    :class:`digits.reading.pipeline.ImageError`.
+    :func:`digits.reading.load.load_image`); a picture that cannot be read raises
+    :class:`digits.errors.ImageError`.
     """
 
     def __init__(
