@@ -136,11 +136,11 @@ def test_models_and_data_know_no_training(module):
             assert not in_package(i.target, "digits.models"), f"{module} imports {i.target}"
 
 
-@pytest.mark.parametrize("module", ["digits.spec", "digits.errors", "digits.files"])
+@pytest.mark.parametrize("module", ["digits.spec", "digits.errors", "digits.files", "digits._lazy"])
 def test_the_core_imports_only_the_core(module):
     for i in imports_of(module):
         if in_package(i.target, "digits"):
-            assert i.target in ("digits.spec", "digits.errors", "digits.files"), f"{module} imports {i.target}"
+            assert i.target in ("digits.spec", "digits.errors", "digits.files", "digits._lazy"), f"{module} imports {i.target}"
     assert "torch" not in loaded_by_importing(module)
 
 

@@ -23,9 +23,9 @@ Importing ``digits`` is cheap and needs no torch: every name below but the error
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from digits._lazy import lazy_exports
 from digits.errors import (
     ConfigError,
     DataError,
@@ -74,9 +74,5 @@ if TYPE_CHECKING:
     from digits.train.loop import fit
 
 
-def __getattr__(name: str) -> Any:
-    # PEP 562: ``digits.Recognizer`` imports the reading code (numpy, OpenCV) only when asked for, and
-    # ``digits.fit`` torch only then.
-    if name in _HOMES:
-        return getattr(importlib.import_module(_HOMES[name]), name)
-    raise AttributeError(f"module 'digits' has no attribute {name!r}")
+# ``digits.Recognizer`` imports the reading code (numpy, OpenCV) only when asked for, ``digits.fit`` torch.
+__getattr__ = lazy_exports(__name__, _HOMES)

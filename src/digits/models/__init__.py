@@ -14,18 +14,19 @@ training, data or command lines.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from digits._lazy import lazy_exports
 
 __all__ = ["count_parameters", "create_model", "list_models", "model_info", "model_options", "summary"]
 
 _HOMES = {
-    "count_parameters": "registry",
-    "create_model": "registry",
-    "list_models": "registry",
-    "model_info": "registry",
-    "model_options": "registry",
-    "summary": "layer_table",
+    "count_parameters": "digits.models.registry",
+    "create_model": "digits.models.registry",
+    "list_models": "digits.models.registry",
+    "model_info": "digits.models.registry",
+    "model_options": "digits.models.registry",
+    "summary": "digits.models.layer_table",
 }
 
 if TYPE_CHECKING:
@@ -33,8 +34,5 @@ if TYPE_CHECKING:
     from digits.models.registry import count_parameters, create_model, list_models, model_info, model_options
 
 
-def __getattr__(name: str) -> Any:
-    # PEP 562: torch is imported when a network is asked for, not when digits.models.choices is.
-    if name in _HOMES:
-        return getattr(importlib.import_module(f"digits.models.{_HOMES[name]}"), name)
-    raise AttributeError(f"module 'digits.models' has no attribute {name!r}")
+# torch is imported when a network is asked for, not when digits.models.choices is.
+__getattr__ = lazy_exports(__name__, _HOMES)

@@ -22,8 +22,9 @@ imports nothing: each name below is loaded on first use (``segment`` is the modu
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from digits._lazy import lazy_exports
 
 __all__ = [
     "BACKENDS",
@@ -45,22 +46,22 @@ __all__ = [
 ]
 
 _HOMES = {
-    "BACKENDS": "backends",
-    "find_model": "backends",
-    "DigitShapes": "calibration",
-    "ImageSource": "load",
-    "load_image": "load",
-    "stroke_width": "normalize",
-    "to_mnist": "normalize",
-    "Prepared": "pipeline",
-    "prepare": "pipeline",
-    "save_debug": "pipeline",
-    "Recognizer": "recognizer",
-    "DEFAULT_THRESHOLD": "results",
-    "FileResult": "results",
-    "Prediction": "results",
-    "Reading": "results",
-    "Glyph": "segment",
+    "BACKENDS": "digits.reading.backends",
+    "find_model": "digits.reading.backends",
+    "DigitShapes": "digits.reading.calibration",
+    "ImageSource": "digits.reading.load",
+    "load_image": "digits.reading.load",
+    "stroke_width": "digits.reading.normalize",
+    "to_mnist": "digits.reading.normalize",
+    "Prepared": "digits.reading.pipeline",
+    "prepare": "digits.reading.pipeline",
+    "save_debug": "digits.reading.pipeline",
+    "Recognizer": "digits.reading.recognizer",
+    "DEFAULT_THRESHOLD": "digits.reading.results",
+    "FileResult": "digits.reading.results",
+    "Prediction": "digits.reading.results",
+    "Reading": "digits.reading.results",
+    "Glyph": "digits.reading.segment",
 }
 
 if TYPE_CHECKING:
@@ -74,8 +75,5 @@ if TYPE_CHECKING:
     from digits.reading.segment import Glyph
 
 
-def __getattr__(name: str) -> Any:
-    # PEP 562: the CLI reads BACKENDS and DEFAULT_THRESHOLD without loading OpenCV.
-    if name in _HOMES:
-        return getattr(importlib.import_module(f"digits.reading.{_HOMES[name]}"), name)
-    raise AttributeError(f"module 'digits.reading' has no attribute {name!r}")
+# the CLI reads BACKENDS and DEFAULT_THRESHOLD without loading OpenCV.
+__getattr__ = lazy_exports(__name__, _HOMES)

@@ -9,8 +9,9 @@ Importing this package is cheap (the CLI builds its flags from :mod:`digits.trai
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from digits._lazy import lazy_exports
 
 __all__ = ["PRESETS", "Run", "TrainConfig", "fit", "get_preset", "override"]
 
@@ -29,8 +30,5 @@ if TYPE_CHECKING:
     from digits.train.report import Run
 
 
-def __getattr__(name: str) -> Any:
-    # PEP 562: torch is imported when training is asked for, not when the package is.
-    if name in _HOMES:
-        return getattr(importlib.import_module(_HOMES[name]), name)
-    raise AttributeError(f"module 'digits.train' has no attribute {name!r}")
+# torch is imported when training is asked for, not when the package is.
+__getattr__ = lazy_exports(__name__, _HOMES)
