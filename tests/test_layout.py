@@ -5,7 +5,7 @@ runs) and those inside functions (what calling it may import). ``if TYPE_CHECKIN
 
     cli -> (train | reading | export)      reading -> (models on the torch path only)
     train -> (models, data, reading.calibration)       export -> models        models, data -> core
-    core: spec, errors, files (import nothing of digits but each other)
+    core: spec, errors, files, _lazy (import nothing of digits but each other)
 """
 
 from __future__ import annotations
@@ -136,11 +136,14 @@ def test_models_and_data_know_no_training(module):
             assert not in_package(i.target, "digits.models"), f"{module} imports {i.target}"
 
 
-@pytest.mark.parametrize("module", ["digits.spec", "digits.errors", "digits.files", "digits._lazy"])
+CORE = ("digits.spec", "digits.errors", "digits.files", "digits._lazy")
+
+
+@pytest.mark.parametrize("module", CORE)
 def test_the_core_imports_only_the_core(module):
     for i in imports_of(module):
         if in_package(i.target, "digits"):
-            assert i.target in ("digits.spec", "digits.errors", "digits.files", "digits._lazy"), f"{module} imports {i.target}"
+            assert i.target in CORE, f"{module} imports {i.target}"
     assert "torch" not in loaded_by_importing(module)
 
 
