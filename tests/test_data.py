@@ -26,7 +26,7 @@ from digits.data.sources import (
     pickle_splits_to_arrays,
     restricted_load,
 )
-from digits.files import PARTIAL_SUFFIX, write_bytes
+from digits.files import PARTIAL_SUFFIX
 
 # Per-digit counts of the official split (LeCun's MNIST files), digits 0..9.
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -162,23 +162,6 @@ def test_bad_cached_file_is_reported_and_refetched(
     assert any("cached file rejected" in line and sha256(bad) in line for line in lines)
     assert sha256((cache / "t10k-labels-idx1-ubyte").read_bytes()) == FILES["t10k-labels-idx1-ubyte"]
     assert np.bincount(loaded.test_labels).tolist() == TEST_COUNTS
-
-
-def test_atomic_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    target = tmp_path / "train-images-idx3-ubyte"
-    target.write_bytes(b"old")
-
-    def fail(fd: int) -> None:
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "fsync", fail)  # the bytes are written, then the write "fails"
-    with pytest.raises(OSError, match="disk full"):
-        write_bytes(target, b"x" * 100_000)
-    assert [p.name for p in tmp_path.iterdir()] == [target.name]
-    assert target.read_bytes() == b"old"
-    monkeypatch.undo()
-    write_bytes(target, b"new")
-    assert target.read_bytes() == b"new" and no_leftovers(tmp_path)
 
 
 # --- sources ---------------------------------------------------------------------------------------

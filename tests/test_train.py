@@ -251,3 +251,23 @@ def test_fit_leaves_the_process_as_it_found_it(mnist, tmp_path, monkeypatch):
     run = fit(cfg, tmp_path / "run", data=mnist, progress=False, log=lambda s: None)
     assert torch.get_num_threads() == before and not calls
     assert json.loads((run.dir / "run.json").read_text())["machine"]["threads"] == cfg.threads  # what it trained with
+
+
+def test_the_checkpoint_is_one_typed_state_with_the_keys_it_always_had(tmp_path):
+    from digits.train.checkpoint import Best, TrainState
+
+    state = TrainState(SMALL, "seed", 1, 2.5, [{"epoch": 1}], {"w": torch.ones(2)}, {"optimizer": "adam"}, None)
+    state.best = Best(0.9, 1, None)
+    state.save(tmp_path / CHECKPOINT_NAME)
+    raw = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    assert set(raw) == {
+        "config", "preset", "epoch", "train_seconds", "history", "model", "optimizer", "ema",
+        "best_accuracy", "best_epoch", "best_state",
+    }  # fmt: skip
+    back = TrainState.load(tmp_path / CHECKPOINT_NAME)
+    assert back.config == SMALL and back.preset == "seed" and (back.epoch, back.train_seconds) == (1, 2.5)
+    assert back.history == [{"epoch": 1}] and torch.equal(back.model["w"], torch.ones(2)) and back.best == Best(0.9, 1)
+    del raw["history"]
+    torch.save(raw, tmp_path / "old.pt")
+    with pytest.raises(RunError, match="another version"):
+        TrainState.load(tmp_path / "old.pt")

@@ -1,0 +1,85 @@
+"""digits.files: the one atomic writer and the one metadata encoding, and digits.errors' one tree."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+
+import pytest
+
+import digits
+from digits import errors
+from digits.files import (
+    PARTIAL_SUFFIX,
+    atomic_write,
+    decode_metadata,
+    encode_metadata,
+    remove_partial_files,
+    write_bytes,
+    write_json,
+)
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_partial_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    target = tmp_path / "train-images-idx3-ubyte"
+    target.write_bytes(b"old")
+
+    def fail(fd: int) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", fail)  # the bytes are written, then flushing them "fails"
+    with pytest.raises(OSError, match="disk full"):
+        write_bytes(target, b"x" * 100_000)
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+    assert target.read_bytes() == b"old"
+    monkeypatch.undo()
+    write_bytes(target, b"new")
+    assert target.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_an_interrupted_writer_leaves_nothing_and_its_exception(tmp_path: Path):
+    def writer(tmp: Path) -> None:
+        tmp.write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(tmp_path / "model.safetensors", writer)
+    assert not list(tmp_path.iterdir())
+
+
+def test_written_files_get_the_umask_permissions_not_owner_only(tmp_path: Path):
+    old = os.umask(0o022)
+    try:
+        path = write_json(tmp_path / "run.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # mkstemp alone would give 0o600
+    assert path.read_text() == '{\n  "a": 1\n}\n'
+
+
+def test_partial_files_of_killed_writes_are_found_and_removed(tmp_path: Path):
+    (tmp_path / f".checkpoint.pt.x1y2{PARTIAL_SUFFIX}").write_bytes(b"half")
+    (tmp_path / "model.safetensors").write_bytes(b"whole")
+    assert remove_partial_files(tmp_path) == [f".checkpoint.pt.x1y2{PARTIAL_SUFFIX}"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+
+
+def test_metadata_round_trips_and_keeps_the_model_name_readable():
+    meta = {"model": "fastnet", "model_options": {"tta": True}, "format": 2, "temperature": 1.25, "precision": "bf16"}
+    encoded = encode_metadata(meta)
+    assert all(isinstance(v, str) for v in encoded.values())
+    assert encoded["model"] == "fastnet" and encoded["precision"] == '"bf16"'
+    assert decode_metadata(encoded) == meta
+    assert decode_metadata({"model": "seed", "note": "not json"}) == {"model": "seed", "note": "not json"}
+
+
+def test_every_error_is_a_digits_error_drawn_in_the_tree_and_exported():
+    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, Exception)]
+    assert len(classes) == len(errors.__all__) >= 8
+    for cls in classes:
+        assert issubclass(cls, errors.DigitsError)
+        assert cls.__name__ in errors.__doc__, f"{cls.__name__} is missing from the tree in the docstring"
+        assert getattr(digits, cls.__name__) is cls
+    for cls in (errors.ConfigError, errors.ModelFileError, errors.ImageError):  # as they were before the tree
+        assert issubclass(cls, ValueError)
