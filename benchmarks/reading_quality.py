@@ -6,6 +6,11 @@ On MNIST *test* digits (through the whole reading path: preprocess, model, calib
   thick pens, RGBA drawings): accuracy, how often a right answer is marked uncertain (false doubt),
   how often a wrong one is (caught), and how often a wrong one is confident;
 
+on digits from other writers and other capture pipelines (benchmarks/reading_sets.py: scikit-learn's
+optdigits, handwriting fonts, MNIST scanned at 8x8 / 16x16 and stretched, ink touching the frame,
+touching pairs read as numbers), the ``--split`` half (``test`` unless asked; choose settings on ``dev``):
+accuracy, "no digit found", right-but-flagged and wrong-and-confident;
+
 and on things that are not digits: letters and symbols (OpenCV fonts and pen strokes), scribbles and
 noise: how many are marked uncertain or give no digit at all.
 
@@ -65,6 +70,43 @@ def not_digits() -> dict[str, np.ndarray]:
     return out
 
 
+def other_pipelines(recognizer: Recognizer, mnist, split: str) -> list[dict[str, object]]:  # noqa: ANN001
+    """Each reading set of benchmarks/reading_sets.py, read as a user would: predict a digit, read a number."""
+    from reading_sets import reading_sets
+
+    rows = []
+    print(
+        f"{'other writers and pipelines (' + split + ')':46s} {'n':>5s} {'right':>7s} {'no digit':>9s} "
+        f"{'right, doubted':>15s} {'wrong, confident':>17s}"
+    )
+    for rs in reading_sets(mnist, split):
+        if rs.kind == "digit":
+            results = [recognizer.predict(p) for p in rs.pictures]
+            got = ["" if r.digit is None else str(r.digit) for r in results]
+            doubted = np.array([r.uncertain for r in results])
+        else:
+            readings = [recognizer.read(p) for p in rs.pictures]
+            # The best string (each digit's most probable class, doubtful or not); `doubted` says whether any was.
+            got = ["".join(str(d.digit) for d in r.digits if d.digit is not None) for r in readings]
+            doubted = np.array([r.uncertain for r in readings])
+        right = np.array(got) == np.array(rs.labels)
+        row = {
+            "set": rs.name,
+            "split": split,
+            "n": len(rs.labels),
+            "accuracy": float(right.mean()),
+            "no_digit": float(np.mean([g == "" for g in got])),
+            "right_but_uncertain": float((right & doubted).mean()),
+            "wrong_and_confident": float((~right & ~doubted).mean()),
+        }
+        rows.append(row)
+        print(
+            f"{rs.name[:46]:46s} {row['n']:5d} {row['accuracy']:7.1%} {row['no_digit']:9.1%} "
+            f"{row['right_but_uncertain']:15.1%} {row['wrong_and_confident']:17.1%}"
+        )
+    return rows
+
+
 def summary(predictions: list, labels: np.ndarray) -> dict[str, float]:
     digit = np.array([-1 if p.digit is None else p.digit for p in predictions])
     uncertain = np.array([p.uncertain for p in predictions])
@@ -83,6 +125,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="run directory, .safetensors or .onnx (default: the shipped model)")
     parser.add_argument("--data-dir", help="where MNIST is cached")
     parser.add_argument("--n", type=int, default=2000, help="MNIST test digits per condition")
+    parser.add_argument("--split", choices=["dev", "test"], default="test", help="which half of the other sets")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/reading_quality.json"))
     args = parser.parse_args()
     recognizer = Recognizer.load(args.model)
@@ -117,6 +160,8 @@ def main() -> None:
             f"{row['wrong_and_caught']:14.1%} {row['wrong_and_confident']:17.2%}"
         )
 
+    pipelines = other_pipelines(recognizer, mnist, args.split)
+
     others = []
     for name, picture in not_digits().items():
         p = recognizer.predict(picture)
@@ -131,6 +176,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "model": recognizer.info,
         "mnist_test_digits": rows,
+        "other_pipelines": pipelines,
         "not_digits": others,
     }
     args.json.write_text(json.dumps(record, indent=2, default=str) + "\n")

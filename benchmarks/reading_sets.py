@@ -1,0 +1,163 @@
+"""Reading sets from other writers and other capture pipelines, each in a dev half and a test half.
+
+Figures on pictures made from MNIST's own digits say little about other writers and scanners, so:
+
+* ``optdigits``: real handwritten digits by 13 writers who are not MNIST's (the UCI optdigits test set,
+  which scikit-learn ships inside its package as sklearn/datasets/data/digits.csv.gz; nothing is
+  fetched): NIST's form reader stretched each digit to fill 32x32, then 4x4 blocks were counted into 8x8.
+  Shown upsampled to 64x64, light ink on dark. Dev: the first half of the file; test: the second.
+* ``fonts``: digits in handwriting fonts from Debian's packages (``apt-get install fonts-dkg-handwriting
+  fonts-breip fonts-bwht fonts-femkeklaver fonts-humor-sans fonts-comic-neue fonts-klee fonts-kristi
+  fonts-dancingscript fonts-kaushanscript``), dark on paper with noise, at sizes and slants that vary.
+  Dev and test are different font families, alternately.
+* MNIST's digits through other pipelines (digits.testing.domains): scanned at 8x8 or 16x16 and stretched
+  to fill the frame, or cropped so the ink touches the frame; and touching pairs of digits read as a
+  two-digit number. Dev: MNIST training digits 54,000-59,999 (the ``reader`` preset's validation split,
+  never trained on); test: MNIST test digits.
+
+Choose settings on ``dev`` only; ``test`` is for reporting (benchmarks/reading_quality.py).
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from digits.data import MNIST
+from digits.testing import domains
+
+SPLITS = ("dev", "test")
+FONT_GLOBS = (
+    "/usr/share/fonts/truetype/fifthhorseman/dkg*.ttf",
+    "/usr/share/fonts/truetype/breip/*.ttf",
+    "/usr/share/fonts/opentype/bwht/*.otf",
+    "/usr/share/fonts/truetype/femkeklaver/*.ttf",
+    "/usr/share/fonts/truetype/humor-sans/*.ttf",
+    "/usr/share/fonts/opentype/comic-neue/*.otf",
+    "/usr/share/fonts/truetype/klee/*.ttf",
+    "/usr/share/fonts/truetype/kristi/*.ttf",
+    "/usr/share/fonts/opentype/dancingscript/*.otf",
+    "/usr/share/fonts/opentype/kaushanscript/*.otf",
+)
+
+
+@dataclass(frozen=True)
+class ReadingSet:
+    """Pictures as a user would give them, and what is written in each."""
+
+    name: str
+    kind: str  # "digit": one digit a picture, read with predict; "number": read with read, compared as text
+    pictures: list[np.ndarray]
+    labels: list[str]
+
+
+def _mnist_digits(mnist: MNIST, split: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    if split == "dev":
+        return mnist.train_images[54_000 : 54_000 + n], mnist.train_labels[54_000 : 54_000 + n]
+    return mnist.test_images[:n], mnist.test_labels[:n]
+
+
+def optdigits(split: str) -> ReadingSet:
+    from sklearn.datasets import load_digits  # reads the CSV inside the installed package
+
+    data = load_digits()
+    half = len(data.images) // 2
+    part = slice(0, half) if split == "dev" else slice(half, None)
+    pictures = [domains.enlarge((x * (255 / 16)).round().astype(np.uint8), 8) for x in data.images[part]]
+    return ReadingSet(
+        "optdigits 8x8, 13 other writers (upsampled)", "digit", pictures, [str(t) for t in data.target[part]]
+    )
+
+
+def mnist_pipelines(mnist: MNIST, split: str, n: int = 1000) -> list[ReadingSet]:
+    images, labels = _mnist_digits(mnist, split, n)
+    texts = [str(int(y)) for y in labels]
+    touching_pictures, touching_labels = [], []
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        j = int(rng.integers(len(images)))
+        pair = domains.touching(images[i], images[j], overlap=int(rng.integers(0, 3)))
+        touching_pictures.append(domains.dark_on_light(domains.enlarge(pair, 4)))
+        touching_labels.append(texts[i] + texts[j])
+    return [
+        ReadingSet(
+            "MNIST at 8x8, stretched to fill, upsampled", "digit", [domains.low_resolution(d, 8) for d in images], texts
+        ),
+        ReadingSet(
+            "MNIST at 16x16, stretched to fill, upsampled",
+            "digit",
+            [domains.low_resolution(d, 16) for d in images],
+            texts,
+        ),
+        ReadingSet(
+            "MNIST ink touching the frame, dark on light",
+            "digit",
+            [domains.dark_on_light(domains.enlarge(domains.ink_box(d), 4)) for d in images],
+            texts,
+        ),
+        ReadingSet("two MNIST digits touching, as a number", "number", touching_pictures, touching_labels),
+    ]
+
+
+def font_families() -> dict[str, list[Path]]:
+    """Installed handwriting font files by family (a folder, or each font of the six-writer bwht set)."""
+    families: dict[str, list[Path]] = {}
+    for pattern in FONT_GLOBS:
+        for path in sorted(Path(p) for p in glob.glob(pattern)):
+            family = path.stem if path.parent.name == "bwht" else path.parent.name
+            families.setdefault(family, []).append(path)
+    return families
+
+
+def fonts(split: str, per_digit: int = 10) -> ReadingSet:
+    families = sorted(font_families().items())
+    chosen = families[0::2] if split == "dev" else families[1::2]
+    rng = np.random.default_rng(0 if split == "dev" else 1)
+    pictures, labels = [], []
+    for _, paths in chosen:
+        for path in paths:
+            for digit in range(10):
+                for _ in range(per_digit):
+                    pictures.append(_font_picture(path, digit, rng))
+                    labels.append(str(digit))
+    return ReadingSet(f"handwriting fonts, {len(chosen)} families ({split})", "digit", pictures, labels)
+
+
+def _font_picture(path: Path, digit: int, rng: np.random.Generator) -> np.ndarray:
+    """One digit in a font: drawn 120 px tall, slanted up to 8 degrees, 30-110 px tall on noisy paper."""
+    canvas = Image.new("L", (240, 240), 0)
+    ImageDraw.Draw(canvas).text((60, 40), str(digit), fill=255, font=ImageFont.truetype(str(path), 120))
+    ink = np.asarray(canvas.rotate(float(rng.uniform(-8, 8)), resample=Image.BILINEAR))
+    ink = domains.ink_box(ink)
+    height = int(rng.integers(30, 111))
+    scale = height / ink.shape[0]
+    ink = cv2.resize(ink, (max(1, round(ink.shape[1] * scale)), height), interpolation=cv2.INTER_AREA)
+    side = int(height * 1.6)
+    page = np.zeros((side, side), np.uint8)
+    y, x = (side - ink.shape[0]) // 2, (side - ink.shape[1]) // 2
+    page[y : y + ink.shape[0], x : x + ink.shape[1]] = ink
+    picture = domains.dark_on_light(page).astype(np.float32) + rng.normal(0, 6, page.shape)
+    return np.clip(picture, 0, 255).astype(np.uint8)
+
+
+def reading_sets(mnist: MNIST, split: str) -> list[ReadingSet]:
+    """Every set, ``split`` half ("dev" or "test"); a set whose source is not installed is left out, said why."""
+    sets = mnist_pipelines(mnist, split)
+    sources: list[tuple[str, Callable[[str], ReadingSet]]] = [("scikit-learn", optdigits), ("fonts", fonts)]
+    for what, build in sources:
+        try:
+            built = build(split)
+        except ImportError as e:
+            print(f"left out: {what} is not installed ({e})")
+            continue
+        if built.pictures:
+            sets.insert(0, built)
+        else:
+            print(f"left out: no {what} installed (see this module's docstring)")
+    return sets
