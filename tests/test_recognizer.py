@@ -27,6 +27,7 @@ from digits.reading import FileResult, Prediction, Reading, Recognizer, find_mod
 from digits.reading.calibration import softmax
 from digits.reading.results import LOW_CONFIDENCE, NO_DIGIT, UNLIKE_A_DIGIT
 from digits.spec import SHIPPED_ONNX, SHIPPED_SAFETENSORS
+from digits.testing import domains
 from digits.testing.scenes import encode, jpeg_roundtrip, paper, rgba_drawing, stroke_digit
 
 # --------------------------------------------------------------------------------------------------
@@ -465,3 +466,14 @@ def test_cli_reports_each_bad_file_and_exits_1(model_dir, tmp_path, capsys):
 
     code = main(["read", str(good), "--model", str(tmp_path / "missing.onnx")])
     assert code == 1 and "no model file" in capsys.readouterr().err
+
+
+def test_digits_that_fill_or_touch_the_frame_are_read(recognizer, mnist):
+    # MNIST test digits cropped to their ink (dark on light) and scanned at 16x16 stretched to fill:
+    # before the noise estimate ignored the ink, 54% and 27% of these were read right; 86% and 76% since.
+    digits, labels = mnist.test_images[:200], mnist.test_labels[:200]
+    cropped = [domains.dark_on_light(domains.enlarge(domains.ink_box(d), 4)) for d in digits]
+    scanned = [domains.low_resolution(d, 16) for d in digits]
+    for name, pictures, bar in (("cropped", cropped, 0.8), ("scanned at 16x16", scanned, 0.7)):
+        right = np.mean([recognizer.predict(p).digit == y for p, y in zip(pictures, labels)])
+        assert right >= bar, f"{name}: {right:.0%} read right"
