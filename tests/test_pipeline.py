@@ -22,7 +22,7 @@ from PIL import Image, ImageSequence
 
 from digits.errors import ImageError
 from digits.reading import load_image, prepare, save_debug, stroke_width, to_mnist
-from digits.reading.segment import _noise, segment
+from digits.reading.segment import _find_ink, _noise, segment
 from digits.spec import IMAGE_SIZE, PIXEL_SCALE, to_model_input
 from digits.testing import domains
 from digits.testing.scenes import (
@@ -286,11 +286,20 @@ def _frame_filling(mnist_digits: np.ndarray) -> dict[str, list[np.ndarray]]:
 @pytest.mark.parametrize("case", list(_frame_filling(np.zeros((0, 28, 28), np.uint8))))
 def test_ink_that_fills_or_touches_the_frame_is_found(mnist, case: str) -> None:
     # Before the noise was measured by Immerkaer's kernel, a digit filling the frame made the noise look as
-    # strong as the ink and the picture blank: 42-64% of these 200 MNIST test digits came out as one digit,
-    # 88-94% since.
+    # strong as the ink and the picture blank: 42-64% of these 200 MNIST test digits came out as one digit;
+    # 88-94% with the kernel, 94-97% once three cues vote on the polarity.
     pictures = _frame_filling(mnist.test_images[:200])[case]
     found = np.mean([len(prepare(p).glyphs) == 1 for p in pictures])
-    assert found >= 0.85, f"{case}: {found:.0%} found as one digit"
+    assert found >= 0.9, f"{case}: {found:.0%} found as one digit"
+
+
+def test_dark_ink_under_a_steep_lighting_gradient_stays_dark_ink(mnist) -> None:
+    # The minority and border cues of the polarity vote look at the picture less its best-fitting plane:
+    # on the raw picture a dark corner of the page outvotes the ink (8% of these went light without it).
+    for i, d in enumerate(mnist.test_images[:100]):
+        scene = paper([d], size=(400, 400), origin=(100, 100), height=150, stroke=-2, gradient=0.8, noise=0.03, seed=i)
+        ink = _find_ink(load_image(scene.image))
+        assert ink is not None and ink.dark, f"picture {i}: taken for light ink on a dark background"
 
 
 def test_canvas_drawing_on_transparent_background() -> None:
