@@ -438,7 +438,10 @@ def test_cli_predict_and_read(model_dir, mnist, tmp_path, capsys):
     assert [len(d["box"]) for d in rows[0]["digits"]] == [4] * len(text)
     assert {"digit", "confidence", "box", "uncertain"} <= set(rows[0]["digits"][0])
     saved = sorted(p.name for p in (tmp_path / "dbg" / "000_number").iterdir())
-    assert saved == ["boxes.png"] + [f"glyph_{i:02d}_line0.png" for i in range(len(text))]
+    assert saved == ["boxes.png", "decisions.json"] + [f"glyph_{i:02d}_line0.png" for i in range(len(text))]
+    decisions = json.loads((tmp_path / "dbg" / "000_number" / "decisions.json").read_text())
+    assert decisions["polarity"] == "dark ink on a light background" and decisions["digits"] == len(text)
+    assert set(decisions["polarity_votes"]) == {"residue", "minority", "border"} and not decisions["blank"]
 
     code = main(["read", str(number), "--model", model])
     assert code == 0 and capsys.readouterr().out.strip() == f"{number}: {text}"

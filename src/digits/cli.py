@@ -255,14 +255,15 @@ def _load_recognizer(args: argparse.Namespace) -> Any:
 def _save_debug(directory: str, index: int, source: str, predictions: list[Any]) -> None:
     """Write what the model saw for one input into DIR/<index>_<name>/ (see digits.reading.pipeline.save_debug)."""
     from digits.errors import ImageError
-    from digits.reading import Glyph, load_image, save_debug
+    from digits.reading import Glyph, prepare, save_debug
 
     glyphs = [Glyph(box=p.box, image=p.image28, line=p.line) for p in predictions if p.image28 is not None]
+    trace: dict[str, Any] = {}
     try:
-        gray = load_image(source)
+        gray = prepare(source, trace=trace).gray  # again, to record the decisions taken on the way
     except ImageError:  # it was read a moment ago; if it changed since, the 28x28 images still help
-        gray = None
-    save_debug(glyphs, Path(directory) / f"{index:03d}_{Path(source).stem}", gray=gray)
+        gray, trace = None, {}
+    save_debug(glyphs, Path(directory) / f"{index:03d}_{Path(source).stem}", gray=gray, trace=trace or None)
 
 
 def _describe(p: Any) -> str:

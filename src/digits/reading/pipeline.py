@@ -27,8 +27,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from digits.files import write_json
 from digits.reading.load import ImageSource, load_image
-from digits.reading.segment import Glyph, segment
+from digits.reading.segment import Glyph, Trace, segment
 from digits.spec import IMAGE_SIZE
 
 __all__ = ["Prepared", "prepare", "save_debug"]
@@ -54,27 +55,39 @@ class Prepared:
         return np.stack([g.image for g in self.glyphs])
 
 
-def prepare(src: ImageSource, *, stroke: float | None = None, max_pixels: int = 50_000_000) -> Prepared:
+def prepare(
+    src: ImageSource, *, stroke: float | None = None, max_pixels: int = 50_000_000, trace: Trace | None = None
+) -> Prepared:
     """Load a picture and find its digits: the whole preprocessing path in one call.
+
+    ``trace``, a dict, receives every decision segment took (see :func:`~digits.reading.segment.segment`).
 
     Raises :class:`digits.errors.ImageError` when ``src`` is not a readable image (see :func:`load_image`).
     """
     gray = load_image(src, max_pixels=max_pixels)
-    return Prepared(gray=gray, glyphs=tuple(segment(gray, stroke=stroke)))
+    return Prepared(gray=gray, glyphs=tuple(segment(gray, stroke=stroke, trace=trace)))
 
 
 def save_debug(
-    glyphs: Sequence[Glyph], directory: str | os.PathLike[str], *, gray: np.ndarray | None = None
+    glyphs: Sequence[Glyph],
+    directory: str | os.PathLike[str],
+    *,
+    gray: np.ndarray | None = None,
+    trace: Trace | None = None,
 ) -> list[Path]:
     """Write what the model sees as PNGs, so that a wrong reading can be traced to its input.
 
     Writes glyph_<index>_line<line>.png for every glyph (its 28x28 image, enlarged 4 times with
-    nearest neighbour so the pixels stay visible) and, when the loaded picture ``gray`` is given,
-    boxes.png with every glyph's box and index drawn on it. Returns the paths written.
+    nearest neighbour so the pixels stay visible); when the loaded picture ``gray`` is given,
+    boxes.png with every glyph's box and index drawn on it; when a ``trace`` of :func:`prepare` is
+    given, decisions.json: the polarity and the cues that voted on it, lighting, noise, threshold and
+    the shapes kept. Returns the paths written.
     """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
+    if trace is not None:
+        paths.append(write_json(out / "decisions.json", trace))
     for i, g in enumerate(glyphs):
         path = out / f"glyph_{i:02d}_line{g.line}.png"
         Image.fromarray(np.kron(g.image, np.ones((4, 4), np.uint8))).save(path)

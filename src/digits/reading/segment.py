@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -97,6 +98,9 @@ _CUT_WINDOW = 0.25
 _SOFT_EDGE_DIVISOR = 40
 
 
+Trace = dict[str, Any]  # what segment decided on the way, by name (see segment's ``trace``)
+
+
 @dataclass(frozen=True, eq=False)
 class Glyph:
     """One digit found in a picture.
@@ -152,17 +156,20 @@ class _Shape:
         )
 
 
-def segment(gray: np.ndarray, *, stroke: float | None = None) -> list[Glyph]:
+def segment(gray: np.ndarray, *, stroke: float | None = None, trace: Trace | None = None) -> list[Glyph]:
     """Find the digits of a grayscale picture from :func:`load_image`: top line first, left to right.
 
     Returns an empty list when there is no ink: a blank page, a faint smudge, specks or noise. Parts
     of a broken digit are joined, touching digits are cut apart. ``stroke`` is passed on to
-    :func:`to_mnist`.
+    :func:`to_mnist`. Given a dict as ``trace``, every decision taken on the way is written into it
+    (polarity and the cues that voted on it, lighting, noise, threshold, shapes kept): what
+    ``--debug-dir`` shows.
     """
     if gray.ndim != 2 or gray.size == 0 or not np.issubdtype(gray.dtype, np.floating):
         raise ImageError(f"segment expects a (H, W) float image from load_image, got {gray.dtype} {gray.shape}")
     gray = np.asarray(gray, dtype=np.float32)
-    ink = _find_ink(gray)
+    trace = {} if trace is None else trace
+    ink = _find_ink(gray, trace)
     if ink is None:
         return []
     absolute = min(_MIN_DIGIT_PIXELS, _TINY_PICTURE_DIGIT * max(gray.shape))
@@ -173,10 +180,12 @@ def segment(gray: np.ndarray, *, stroke: float | None = None) -> list[Glyph]:
     shapes = [s for s in shapes if max(s.w, s.h) >= _SPECK_FRACTION * tallest]
     shapes = [s for s in shapes if not _is_dust(ink.mask, s, min_extent)]
     glyphs: list[Glyph] = []
-    for number, line in enumerate(_lines(shapes)):
+    lines = _lines(shapes)
+    for number, line in enumerate(lines):
         height = float(np.median([s.h for s in line]))
         for shape in line:
             glyphs.extend(_glyphs(gray, ink, shape, height, min_extent, number, stroke))
+    trace.update(shapes=len(shapes), lines=len(lines), digits=len(glyphs))
     return glyphs
 
 
@@ -184,7 +193,7 @@ def segment(gray: np.ndarray, *, stroke: float | None = None) -> list[Glyph]:
 # Ink
 
 
-def _find_ink(gray: np.ndarray) -> _Ink | None:
+def _find_ink(gray: np.ndarray, trace: Trace) -> _Ink | None:
     """Threshold the ink of a picture, light on dark whatever its polarity; None when it is blank."""
     H, W = gray.shape
     factor = max(1, math.ceil(math.sqrt(H * W / _MASK_PIXELS)))
@@ -201,11 +210,19 @@ def _find_ink(gray: np.ndarray) -> _Ink | None:
     ch, cw = max(1, h // step), max(1, w // step)
     coarse = cv2.resize(small[: ch * step, : cw * step], (cw, ch), interpolation=cv2.INTER_AREA)
     k = max(3, (min(ch, cw) // 3) | 1)
-    dark = _dark_ink(small, coarse, k)
+    dark, votes = _dark_ink(small, coarse, k)
+    trace.update(
+        picture=[H, W],
+        mask_factor=factor,
+        polarity="dark ink on a light background" if dark else "light ink on a dark background",
+        polarity_votes=votes,
+    )
     if min(ch, cw) < _COARSE_SIDE // 4:
         # Too small a picture to tell strokes from lighting: take the light as even.
         lighting = np.full_like(coarse, float(np.median(coarse)))
+        trace["lighting"] = "even (too small a picture to tell strokes from lighting)"
     else:
+        trace["lighting"] = f"{'closing' if dark else 'opening'} of the picture at 1/{step}, {k}x{k} kernel"
         # Closing removes dark strokes and leaves the paper; opening removes light strokes and leaves
         # the dark background: either way what remains is the light falling on the picture. The
         # coarse image is extended past its edges first, or light falling off towards an edge
@@ -220,8 +237,12 @@ def _find_ink(gray: np.ndarray) -> _Ink | None:
     median = float(np.median(sample))
     noise = _noise(level)
     otsu, _ = cv2.threshold(_to_u8(sample), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    threshold = max(otsu / 255.0, median + _NOISE_SIGMAS * noise, _MIN_CONTRAST)
-    if float(level.max()) <= threshold:
+    candidates = {"otsu": otsu / 255.0, "noise": median + _NOISE_SIGMAS * noise, "minimum contrast": _MIN_CONTRAST}
+    decided = max(candidates, key=lambda name: candidates[name])
+    threshold = candidates[decided]
+    blank = float(level.max()) <= threshold
+    trace.update(noise=noise, threshold=threshold, threshold_from=decided, blank=blank)
+    if blank:
         return None
     return _Ink(
         mask=(level > threshold).astype(np.uint8) * np.uint8(255),
@@ -248,7 +269,7 @@ def _extend(a: np.ndarray, n: int) -> np.ndarray:
     return 2.0 * edge - mirrored
 
 
-def _dark_ink(small: np.ndarray, coarse: np.ndarray, k: int) -> bool:
+def _dark_ink(small: np.ndarray, coarse: np.ndarray, k: int) -> tuple[bool, dict[str, bool]]:
     """Is the ink darker than its background? Three cues vote, as none of them holds alone:
 
     * residue: a median filter removes dark and light strokes alike, so what is left after subtracting it
@@ -273,8 +294,12 @@ def _dark_ink(small: np.ndarray, coarse: np.ndarray, k: int) -> bool:
     u8 = _to_u8(_without_slope(sample))
     cut, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     edge = np.concatenate([u8[0], u8[-1], u8[1:-1, 0], u8[1:-1, -1]])
-    votes = [darker > lighter, float(np.mean(u8 <= cut)) < 0.5, float(np.mean(edge > cut)) > 0.5]
-    return sum(votes) >= 2
+    votes = {
+        "residue": darker > lighter,
+        "minority": float(np.mean(u8 <= cut)) < 0.5,
+        "border": float(np.mean(edge > cut)) > 0.5,
+    }  # True: says the ink is dark
+    return sum(votes.values()) >= 2, votes
 
 
 def _without_slope(a: np.ndarray) -> np.ndarray:
