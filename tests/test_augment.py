@@ -13,7 +13,18 @@ from digits.train.augment import ERASE_AREA, _affine_theta, _elastic_displacemen
 from digits.train.config import AugmentConfig, format_augment, parse_augment
 
 FULL = AugmentConfig(
-    rotate=15, scale=0.1, shift=0.1, shear=10, elastic=34, elastic_sigma=4, erase=0.5, noise=0.1, blur=0.5
+    rotate=15,
+    scale=0.1,
+    shift=0.1,
+    shear=10,
+    elastic=34,
+    elastic_sigma=4,
+    fill=0.5,
+    lowres=0.5,
+    stroke=0.5,
+    erase=0.5,
+    noise=0.1,
+    blur=0.5,
 )
 
 
@@ -178,6 +189,49 @@ def test_elastic_alone_moves_pixels_but_keeps_the_digit_in_place():
 # --- pixel transforms --------------------------------------------------------------------------
 
 
+def _box(image: torch.Tensor) -> tuple[float, float, float, float]:
+    """(x0, y0, width, height) of the ink (> 0.1) of a (1, H, W) image."""
+    ys, xs = torch.nonzero(image[0] > 0.1, as_tuple=True)
+    return float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)
+
+
+def test_fill_stretches_each_digit_towards_its_box_and_centres_it():
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, :, 6:22, 11:17] = 1.0  # a "1": 6 wide, 16 tall, left of centre
+    x[:, :, 6:22, 5:7] = 1.0
+    y = augment(x, AugmentConfig(fill=1.0), torch.Generator().manual_seed(0))
+    widths, heights, centres = [], [], []
+    for image in y:
+        x0, y0, w, h = _box(image)
+        widths.append(w)
+        heights.append(h)
+        centres.append(x0 + w / 2)
+    # From 12 x 16 towards 20 x 20, each image its own way of the distance (t ~ U(0, 1)).
+    assert min(widths) >= 11 and max(widths) <= 21 and min(heights) >= 15 and max(heights) <= 21
+    assert max(widths) - min(widths) > 5, "the fraction of the way should vary from image to image"
+    assert abs(centres[int(torch.tensor(widths).argmax())] - 14) <= 1.0  # all the way: centred
+    assert torch.equal(augment(x, AugmentConfig(fill=0.0, noise=0.0), None), x)
+
+
+def test_lowres_blurs_like_a_coarse_scan_and_keeps_full_brightness():
+    x = digit_like(32)
+    y = augment(x, AugmentConfig(lowres=1.0), torch.Generator().manual_seed(0))
+    def roughness(t):
+        return (t[..., 1:, :] - t[..., :-1, :]).abs().sum() + (t[..., 1:] - t[..., :-1]).abs().sum()
+    assert roughness(y) < 0.8 * roughness(x)
+    assert torch.all(y.amax(dim=(1, 2, 3)) > 0.99) and y.min() >= 0 and y.max() <= 1
+
+
+def test_stroke_thickens_some_digits_and_thins_the_others():
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, :, 6:22, 12:16] = 1.0  # a stroke 4 pixels wide
+    y = augment(x, AugmentConfig(stroke=1.0), torch.Generator().manual_seed(0))
+    area = (y > 0.5).sum(dim=(1, 2, 3)).float()
+    before = float((x[0] > 0.5).sum())
+    assert (area > before).sum() > 10 and (area < before).sum() > 10 and not (area == before).any()
+    assert torch.all(area > 0.3 * before), "a thinned stroke must not vanish"
+
+
 def test_erase_zeros_one_rectangle_per_image():
     x = torch.ones(64, 1, 28, 28)
     y = augment(x, AugmentConfig(erase=1.0), torch.Generator().manual_seed(0))
@@ -307,6 +361,9 @@ def test_flips_warn_and_nothing_else_does():
         ({"elastic": -1}, "elastic"),
         ({"elastic_sigma": 0}, "elastic_sigma"),
         ({"erase": 1.5}, "erase"),
+        ({"fill": 1.5}, "fill"),
+        ({"lowres": -0.5}, "lowres"),
+        ({"stroke": 2.0}, "stroke"),
         ({"blur": -0.1}, "blur"),
         ({"noise": -0.1}, "noise"),
         ({"rotate": float("nan")}, "rotate"),

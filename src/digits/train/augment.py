@@ -4,9 +4,11 @@ Every transform works on the whole batch at once, with no Python loop over image
 batch costs about 1 ms (affine) to 5 ms (everything) on one CPU core (benchmarks/augment_speed.py),
 and it runs on whichever device the batch lives on.
 
-Geometry (rotation, zoom, shift, shear, flips and elastic distortion) becomes ONE sampling grid per
-image and ONE bilinear ``grid_sample`` for the batch, so an image is interpolated once however many
-geometric transforms are on. Then, in this order: blur, random erasing, additive noise.
+Other capture pipelines first: a digit stretched towards filling its box (fill). Then geometry (rotation,
+zoom, shift, shear, flips and elastic distortion) becomes ONE sampling grid per image and ONE bilinear
+``grid_sample`` for the batch, so an image is interpolated once however many geometric transforms are on.
+Then, in this order: a low-resolution scan (lowres), thicker or thinner strokes (stroke), blur, random
+erasing, additive noise.
 
 All randomness comes from the ``generator`` given to ``augment``: on a given device, the same
 generator state and the same batch give the same output.
@@ -36,6 +38,13 @@ ERASE_RATIO = 0.3
 # Blur: the gaussian's sigma (pixels) is uniform in this range; on a 28x28 digit 0.5 softens the
 # strokes and 1.0 makes them look like a scanned pencil digit, still clearly readable.
 BLUR_SIGMA = (0.5, 1.0)
+# Fill: the digit is stretched towards filling a square of this side, centred, by a fraction uniform in
+# [0, 1] of the way (1: NIST's normalisation, as in optdigits and scikit-learn's digits, aspect ratio lost).
+FILL_BOX = 20
+# Low resolution: the digit as a scan this many pixels across its box would show it (optdigits: 8; a photo
+# of a digit a few millimetres tall: 10-16), upsampled back, then its strokes brought back to full
+# brightness as digits.reading.normalize does.
+LOWRES_SIDES = (8, 10, 12, 14, 16)
 
 
 def augment(x: Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> Tensor:
@@ -58,6 +67,8 @@ def augment(x: Tensor, cfg: AugmentConfig, generator: torch.Generator | None = N
     # Autocast would run the matmuls below in bf16; pixel coordinates need float32.
     with torch.autocast(device_type=x.device.type, enabled=False):
         out = x.to(dtype)
+        if cfg.fill:
+            out = _random_fill(out, cfg.fill, rng)
         if cfg.geometric:
             theta = _random_theta(cfg, batch, height, width, rng)  # (B, 2, 3)
             displacement = None
@@ -70,6 +81,10 @@ def augment(x: Tensor, cfg: AugmentConfig, generator: torch.Generator | None = N
                 padding_mode="zeros",
                 align_corners=False,
             )  # (B, C, H, W)
+        if cfg.lowres:
+            out = _random_lowres(out, cfg.lowres, rng)
+        if cfg.stroke:
+            out = _random_stroke(out, cfg.stroke, rng)
         if cfg.blur:
             out = _random_blur(out, cfg.blur, rng)
         if cfg.erase:
@@ -258,3 +273,76 @@ def _random_erase(x: Tensor, probability: float, rng: _Random) -> Tensor:
     in_cols = (c >= left[:, None]) & (c < (left + w)[:, None])  # (B, W)
     erased = chosen[:, None, None] & in_rows[:, :, None] & in_cols[:, None, :]  # (B, H, W)
     return x.masked_fill(erased[:, None], 0.0)
+
+
+def _random_fill(x: Tensor, probability: float, rng: _Random) -> Tensor:
+    """Stretch the ink of a random subset of images towards filling a FILL_BOX square, centred.
+
+    Each chosen image goes a fraction t ~ U(0, 1) of the way from its own box to the square, in width and
+    in height separately, so its aspect ratio changes; the others are resampled by the identity.
+    """
+    batch, _, height, width = x.shape
+    chosen = rng.uniform((batch,)) < probability  # (B,)
+    t = torch.where(chosen, rng.uniform((batch,)), torch.zeros_like(chosen, dtype=x.dtype))
+    ink = x.amax(dim=1) > 0.1  # (B, H, W)
+    rows, cols = ink.any(dim=2), ink.any(dim=1)  # (B, H), (B, W)
+
+    def extent(mask: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        idx = torch.arange(n, device=x.device, dtype=x.dtype)
+        first = torch.where(mask, idx, torch.full_like(idx, n)).amin(dim=1)
+        last = torch.where(mask, idx, torch.full_like(idx, -1)).amax(dim=1) + 1
+        empty = ~mask.any(dim=1)
+        return torch.where(empty, torch.zeros_like(first), first), torch.where(empty, torch.full_like(last, n), last)
+
+    y0, y1 = extent(rows, height)
+    x0, x1 = extent(cols, width)
+    h, w = (y1 - y0).clamp_min(1.0), (x1 - x0).clamp_min(1.0)
+    fy = 1.0 + t * (FILL_BOX / h - 1.0)  # (B,) scale factors: 1 for the images not chosen
+    fx = 1.0 + t * (FILL_BOX / w - 1.0)
+    # Output centre <- the box's centre: in normalised coordinates the input x is x_out / fx + the box's
+    # centre offset (moved only as far as the image is chosen).
+    cx = t * ((x0 + x1) / width - 1.0)
+    cy = t * ((y0 + y1) / height - 1.0)
+    zeros = torch.zeros_like(fx)
+    theta = torch.stack([torch.stack([1.0 / fx, zeros, cx], 1), torch.stack([zeros, 1.0 / fy, cy], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _random_lowres(x: Tensor, probability: float, rng: _Random) -> Tensor:
+    """Give a random subset of images as a scan of LOWRES_SIDES pixels across the digit's box would.
+
+    Area-averaged down to the side (scaled from the digit's FILL_BOX to the whole image) and bilinearly
+    back up; then each image is divided by 0.8 of its peak and clipped, as the reading path stretches a
+    blurred digit's strokes back to full brightness.
+    """
+    batch, _, height, width = x.shape
+    chosen = rng.uniform((batch,)) < probability  # (B,)
+    which = torch.floor(rng.uniform((batch,)) * len(LOWRES_SIDES)).clamp_max(len(LOWRES_SIDES) - 1)
+    out = x
+    for i, side in enumerate(LOWRES_SIDES):
+        mask = chosen & (which == i)
+        size = (max(2, round(side * height / FILL_BOX)), max(2, round(side * width / FILL_BOX)))
+        small = F.interpolate(x, size=size, mode="area")
+        scanned = F.interpolate(small, size=(height, width), mode="bilinear", align_corners=False)
+        peak = scanned.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
+        scanned = (scanned / (0.8 * peak)).clamp(0.0, 1.0)
+        out = torch.where(mask[:, None, None, None], scanned, out)
+    return out
+
+
+def _random_stroke(x: Tensor, probability: float, rng: _Random) -> Tensor:
+    """Make the strokes of a random subset of images about a pixel thicker (half of them) or thinner.
+
+    Thicker: a 3x3 grey dilation (max-pool). Thinner: a pixel keeps the smaller of its horizontal and its
+    vertical neighbours' minimum, so a stroke two pixels wide thins without vanishing.
+    """
+    batch = x.shape[0]
+    chosen = rng.uniform((batch,)) < probability  # (B,)
+    thicker = rng.uniform((batch,)) < 0.5
+    dilated = F.max_pool2d(x, 3, stride=1, padding=1)
+    across = -F.max_pool2d(-x, (1, 3), stride=1, padding=(0, 1))  # horizontal minimum
+    down = -F.max_pool2d(-x, (3, 1), stride=1, padding=(1, 0))  # vertical minimum
+    thinned = torch.maximum(across, down)
+    changed = torch.where(thicker[:, None, None, None], dilated, thinned)
+    return torch.where(chosen[:, None, None, None], changed, x)

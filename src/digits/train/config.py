@@ -17,7 +17,20 @@ from digits.errors import ConfigError
 from digits.spec import EVAL_BATCH_SIZE
 
 # --- augmentation (applied by digits.train.augment.augment) ---------------------------------------------------
-_FLOAT_FIELDS = ("rotate", "scale", "shift", "shear", "elastic", "elastic_sigma", "erase", "noise", "blur")
+_FLOAT_FIELDS = (
+    "rotate",
+    "scale",
+    "shift",
+    "shear",
+    "elastic",
+    "elastic_sigma",
+    "fill",
+    "lowres",
+    "stroke",
+    "erase",
+    "noise",
+    "blur",
+)
 _BOOL_FIELDS = ("hflip", "vflip")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -33,6 +46,10 @@ class AugmentConfig:
     shear: float = 0.0  # max x-shear in degrees, uniform in [-shear, shear]
     elastic: float = 0.0  # elastic distortion strength alpha in pixels; 0 = off (Simard et al. 2003: 34)
     elastic_sigma: float = 4.0  # smoothness of the elastic displacement field in pixels (Simard: 4)
+    # Other capture pipelines (digits.train.augment.FILL_BOX and LOWRES_SIDES say how strongly):
+    fill: float = 0.0  # probability of stretching the digit towards filling its box (NIST's normalisation)
+    lowres: float = 0.0  # probability of a scan at a low resolution, upsampled back (a blur)
+    stroke: float = 0.0  # probability of strokes one pixel thicker or thinner (half each): pens and scanners
     erase: float = 0.0  # probability of erasing one random rectangle per image (Zhong et al. 2017)
     noise: float = 0.0  # std of additive gaussian noise, result clamped to [0, 1]
     blur: float = 0.0  # probability of a gaussian blur per image, sigma uniform in digits.train.augment.BLUR_SIGMA
@@ -58,6 +75,9 @@ class AugmentConfig:
             (0.0 <= self.shear < 90.0, f"shear must be in [0, 90) degrees, got {self.shear}"),
             (self.elastic >= 0.0, f"elastic must be >= 0 pixels, got {self.elastic}"),
             (self.elastic_sigma > 0.0, f"elastic_sigma must be > 0 pixels, got {self.elastic_sigma}"),
+            (0.0 <= self.fill <= 1.0, f"fill is a probability and must be in [0, 1], got {self.fill}"),
+            (0.0 <= self.lowres <= 1.0, f"lowres is a probability and must be in [0, 1], got {self.lowres}"),
+            (0.0 <= self.stroke <= 1.0, f"stroke is a probability and must be in [0, 1], got {self.stroke}"),
             (0.0 <= self.erase <= 1.0, f"erase is a probability and must be in [0, 1], got {self.erase}"),
             (self.noise >= 0.0, f"noise must be >= 0, got {self.noise}"),
             (0.0 <= self.blur <= 1.0, f"blur is a probability and must be in [0, 1], got {self.blur}"),
@@ -81,7 +101,7 @@ class AugmentConfig:
     @property
     def enabled(self) -> bool:
         """True when ``augment`` changes anything at all."""
-        return self.geometric or bool(self.erase or self.noise or self.blur)
+        return self.geometric or bool(self.fill or self.lowres or self.stroke or self.erase or self.noise or self.blur)
 
 
 def parse_augment(spec: str) -> AugmentConfig:
