@@ -434,7 +434,7 @@ def test_cli_predict_and_read(model_dir, mnist, tmp_path, capsys):
     code = main(["read", str(number), str(blank), "--model", model, "--json", "--debug-dir", str(tmp_path / "dbg")])
     rows = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert rows[0]["text"] == text and rows[1] == {"file": str(blank), "text": "", "digits": []}
+    assert rows[0]["text"] == text and rows[1] == {"file": str(blank), "text": "", "best": "", "digits": []}
     assert [len(d["box"]) for d in rows[0]["digits"]] == [4] * len(text)
     assert {"digit", "confidence", "box", "uncertain"} <= set(rows[0]["digits"][0])
     saved = sorted(p.name for p in (tmp_path / "dbg" / "000_number").iterdir())
@@ -483,3 +483,19 @@ def test_digits_that_fill_or_touch_the_frame_are_read(recognizer, mnist):
     for name, pictures, bar in cases:
         right = np.mean([recognizer.predict(p).digit == y for p, y in zip(pictures, labels)])
         assert right >= bar, f"{name}: {right:.0%} read right"
+
+
+def _digit(digit: int, confidence: float, line: int, uncertain: bool) -> Prediction:
+    probabilities = np.full(10, (1.0 - confidence) / 9, np.float32)
+    probabilities[digit] = confidence
+    return Prediction(digit, confidence, probabilities, uncertain, "low confidence" if uncertain else "", line=line)
+
+
+def test_a_reading_with_a_doubtful_digit_still_offers_its_best_guess_and_alternatives():
+    reading = Reading.of((_digit(2, 0.99, 0, False), _digit(7, 0.55, 0, True), _digit(4, 0.9, 1, False)))
+    assert reading.text == "2?\n4" and reading.best == "27\n4" and reading.uncertain
+    row = reading.to_dict()
+    assert row["best"] == "27\n4" and [t["digit"] for t in row["digits"][1]["top"]][0] == 7
+    top = [t["probability"] for t in row["digits"][1]["top"]]
+    assert len(top) == 3 and top == sorted(top, reverse=True) and top[0] == pytest.approx(0.55)
+    assert Reading.of(()).text == Reading.of(()).best == ""

@@ -303,11 +303,15 @@ def cmd_read(args: argparse.Namespace) -> int:
         if not r.ok:
             print(f"{r.file}: error: {r.error}", file=sys.stderr)
         elif not args.json:
-            print(f"{r.file}: {r.result.text.replace(chr(10), ' / ') if r.result.digits else '(no digits found)'}")
+            reading = r.result
+            text = reading.text.replace("\n", " / ") if reading.digits else "(no digits found)"
+            guess = f"  (best guess: {reading.best.replace(chr(10), ' / ')})" if "?" in reading.text else ""
+            print(f"{r.file}: {text}{guess}")
             if args.verbose:
-                for d in r.result.digits:
+                for d in reading.digits:
                     x, y, w, h = d.box
-                    print(f"  {_describe(d)} at x={x} y={y} w={w} h={h}, line {d.line}")
+                    top = ", ".join(f"{k} {q:.2f}" for k, q in d.top(3))
+                    print(f"  {_describe(d)} at x={x} y={y} w={w} h={h}, line {d.line}; top: {top}")
     return EXIT_FAILURE if any(not r.ok for r in results) else 0
 
 
@@ -464,7 +468,8 @@ def _reading_parsers(sub: Subparsers) -> None:
         "read",
         help="read the numbers in each image (e.g. 2026)",
         description="All the digits in each image, top line first, left to right. In the text an "
-        "uncertain digit is written '?', and lines are joined by a newline (' / ' without --json). "
+        "uncertain digit is written '?' (the best guess follows, and --json lists each digit's alternatives), "
+        "and lines are joined by a newline (' / ' without --json). "
         "Exits with 1 if any image could not be read (the others are still read).",
     )
     _reading_args(rd)

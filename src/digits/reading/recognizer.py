@@ -228,10 +228,7 @@ class Recognizer:
                 # Most shapes are doubtful: this is texture or noise (pepper, grain), not writing, and
                 # the few that look like digits do so by chance.
                 digits = tuple(_place(d, g, d.reason or TEXTURE) for d, g in zip(digits, glyphs))
-            lines: dict[int, str] = {}
-            for d in digits:
-                lines[d.line] = lines.get(d.line, "") + ("?" if d.uncertain else str(d.digit))
-            out.append(Reading(text="\n".join(lines[k] for k in sorted(lines)), digits=digits))
+            out.append(Reading.of(digits))
         return out
 
 

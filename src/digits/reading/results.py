@@ -16,6 +16,9 @@ import numpy as np
 # right about 80% of the time.
 DEFAULT_THRESHOLD = 0.7
 
+# How many alternatives a reading lists for each digit, most probable first.
+ALTERNATIVES = 3
+
 NO_DIGIT = "no digit found"
 LOW_CONFIDENCE = "low confidence"
 UNLIKE_A_DIGIT = "unlike a handwritten digit"
@@ -75,19 +78,32 @@ class Reading:
     text: the digits as a string, one line of text per line of the picture, joined by newlines;
         an uncertain digit is written "?", and a picture without digits reads "".
     digits: one :class:`Prediction` per digit, with its box and line.
+    best: the same string with the most probable digit in place of every "?": a guess, for an
+        application that would rather have one (``digits[i].top(3)`` are each digit's alternatives).
     """
 
     text: str
     digits: tuple[Prediction, ...]
+
+    @classmethod
+    def of(cls, digits: tuple[Prediction, ...]) -> Reading:
+        """The reading of ``digits`` (in reading order, each with its line)."""
+        return cls(text=_joined(digits, doubt="?"), digits=digits)
+
+    @property
+    def best(self) -> str:
+        return _joined(self.digits, doubt=None)
 
     @property
     def uncertain(self) -> bool:
         """True when some digit is uncertain or nothing was found."""
         return not self.digits or any(d.uncertain for d in self.digits)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, alternatives: int = ALTERNATIVES) -> dict[str, Any]:
+        """Plain JSON-ready values; each digit lists its ``alternatives`` most probable readings."""
         return {
             "text": self.text,
+            "best": self.best,
             "digits": [
                 {
                     "digit": d.digit,
@@ -96,10 +112,19 @@ class Reading:
                     "line": d.line,
                     "uncertain": d.uncertain,
                     "reason": d.reason,
+                    "top": [{"digit": k, "probability": round(p, 6)} for k, p in d.top(alternatives)],
                 }
                 for d in self.digits
             ],
         }
+
+
+def _joined(digits: tuple[Prediction, ...], doubt: str | None) -> str:
+    """Each line's digits as a string, lines joined by newlines; an uncertain digit is ``doubt`` (if given)."""
+    lines: dict[int, str] = {}
+    for d in digits:
+        lines[d.line] = lines.get(d.line, "") + (doubt if doubt is not None and d.uncertain else str(d.digit))
+    return "\n".join(lines[k] for k in sorted(lines))
 
 
 @dataclass(frozen=True, eq=False)
