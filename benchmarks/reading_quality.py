@@ -107,6 +107,62 @@ def other_pipelines(recognizer: Recognizer, mnist, split: str) -> list[dict[str,
     return rows
 
 
+def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """P(score of a positive > score of a negative), ties counting half: the area under the ROC curve."""
+    p, n = np.asarray(positive, float)[:, None], np.asarray(negative, float)[None, :]
+    return float(np.mean((p > n) + 0.5 * (p == n)))
+
+
+def uncertainty_tradeoff(recognizer: Recognizer, mnist, split: str) -> dict[str, object]:  # noqa: ANN001
+    """How well "uncertain" separates what to trust from what not to, as curves rather than one point.
+
+    Scores: 1 - calibrated confidence, and the digit-shape score (above 1: "unlike a handwritten digit").
+    AUROC of each for "not a digit" (the pictures of not_digits) against the digits of the handwriting
+    fonts and optdigits sets; and, on those digits, risk-coverage: the error rate among the most confident
+    answers when only that share of them is kept.
+    """
+    from reading_sets import reading_sets
+
+    def scores(pictures: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list]:
+        predictions = [recognizer.predict(p) for p in pictures]
+        doubt = np.array([1.0 - p.confidence if p.digit is not None else 1.0 for p in predictions])
+        shape = np.array(
+            [
+                float(recognizer.shapes.score(p.image28[None], np.array([p.digit]))[0])
+                if p.digit is not None and recognizer.shapes is not None
+                else np.inf
+                for p in predictions
+            ]
+        )
+        return doubt, shape, predictions
+
+    others_doubt, others_shape, _ = scores(list(not_digits().values()))
+    record: dict[str, object] = {}
+    for rs in reading_sets(mnist, split):
+        if rs.kind != "digit" or not rs.name.startswith(("handwriting fonts", "optdigits")):
+            continue
+        doubt, shape, predictions = scores(rs.pictures)
+        wrong = np.array([str(p.digit) != label for p, label in zip(predictions, rs.labels)])
+        order = np.argsort(doubt, kind="stable")  # most confident first
+        coverage = {
+            f"{c:.0%}": float(wrong[order[: max(1, round(c * len(order)))]].mean()) for c in (1.0, 0.9, 0.8, 0.7, 0.5)
+        }
+        record[rs.name] = {
+            "auroc_not_a_digit_by_confidence": auroc(others_doubt, doubt),
+            "auroc_not_a_digit_by_shape": auroc(others_shape, shape),
+            "auroc_wrong_by_confidence": auroc(doubt[wrong], doubt[~wrong]) if wrong.any() and (~wrong).any() else None,
+            "risk_at_coverage": coverage,
+        }
+        row = record[rs.name]
+        risks = ", ".join(f"{k} {v:.1%}" for k, v in coverage.items())
+        print(
+            f"{rs.name[:44]:44s} AUROC not-a-digit: confidence {row['auroc_not_a_digit_by_confidence']:.3f}, "
+            f"shape {row['auroc_not_a_digit_by_shape']:.3f}; "
+            f"wrong: {row['auroc_wrong_by_confidence'] or float('nan'):.3f}; risk at coverage {risks}"
+        )
+    return record
+
+
 def summary(predictions: list, labels: np.ndarray) -> dict[str, float]:
     digit = np.array([-1 if p.digit is None else p.digit for p in predictions])
     uncertain = np.array([p.uncertain for p in predictions])
@@ -161,6 +217,7 @@ def main() -> None:
         )
 
     pipelines = other_pipelines(recognizer, mnist, args.split)
+    tradeoff = uncertainty_tradeoff(recognizer, mnist, args.split)
 
     others = []
     for name, picture in not_digits().items():
@@ -177,6 +234,7 @@ def main() -> None:
         "model": recognizer.info,
         "mnist_test_digits": rows,
         "other_pipelines": pipelines,
+        "uncertainty": tradeoff,
         "not_digits": others,
     }
     args.json.write_text(json.dumps(record, indent=2, default=str) + "\n")
