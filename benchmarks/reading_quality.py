@@ -113,11 +113,13 @@ def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
     return float(np.mean((p > n) + 0.5 * (p == n)))
 
 
-def uncertainty_tradeoff(recognizer: Recognizer, mnist, split: str) -> dict[str, object]:  # noqa: ANN001
+def uncertainty_tradeoff(
+    recognizer: Recognizer, mnist, split: str, others: dict[str, np.ndarray]  # noqa: ANN001
+) -> dict[str, object]:
     """How well "uncertain" separates what to trust from what not to, as curves rather than one point.
 
     Scores: 1 - calibrated confidence, and the digit-shape score (above 1: "unlike a handwritten digit").
-    AUROC of each for "not a digit" (the pictures of not_digits) against the digits of the handwriting
+    AUROC of each for "not a digit" (``others``: the pictures of not_digits) against the digits of the handwriting
     fonts and optdigits sets; and, on those digits, risk-coverage: the error rate among the most confident
     answers when only that share of them is kept.
     """
@@ -136,7 +138,7 @@ def uncertainty_tradeoff(recognizer: Recognizer, mnist, split: str) -> dict[str,
         )
         return doubt, shape, predictions
 
-    others_doubt, others_shape, _ = scores(list(not_digits().values()))
+    others_doubt, others_shape, _ = scores(list(others.values()))
     record: dict[str, object] = {}
     for rs in reading_sets(mnist, split):
         if rs.kind != "digit" or not rs.name.startswith(("handwriting fonts", "optdigits")):
@@ -217,10 +219,11 @@ def main() -> None:
         )
 
     pipelines = other_pipelines(recognizer, mnist, args.split)
-    tradeoff = uncertainty_tradeoff(recognizer, mnist, args.split)
+    non_digits = not_digits()
+    tradeoff = uncertainty_tradeoff(recognizer, mnist, args.split, non_digits)
 
     others = []
-    for name, picture in not_digits().items():
+    for name, picture in non_digits.items():
         p = recognizer.predict(picture)
         confident = p.digit is not None and not p.uncertain
         others.append({"picture": name, "digit": p.digit, "confidence": p.confidence, "confident": confident})

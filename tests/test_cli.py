@@ -50,6 +50,15 @@ def test_bad_inputs_are_clear_errors_not_tracebacks(capsys, tmp_path):
     assert code != 0 and "optimizer must be one of" in err
     code, _, err = run_cli(capsys, "train", "--resume", str(tmp_path / "nothing"))
     assert code != 0 and "nothing to resume" in err
+    # Counts that must be positive are refused by the parser, not used (-5 calibration images took 59,995).
+    for argv in (
+        ["predict", "x.png", "--top-k", "-2"],
+        ["export", "run", "--int8", "--calibration-images", "-5"],
+        ["export", "run", "--atol", "nan"],
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2 and "must be above 0" in capsys.readouterr().err
 
 
 @pytest.mark.slow

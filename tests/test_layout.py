@@ -160,6 +160,12 @@ def test_entry_points_and_configs_import_without_torch(module):
     assert "torch" not in loaded_by_importing(module), module
 
 
+def test_only_the_command_sets_the_allocator_for_the_process():
+    # fit() must leave the process as it found it: glibc's setting is made by `digits train` alone.
+    users = {i.module for m in MODULES for i in imports_of(m) if in_package(i.target, "digits.train.fast.memory")}
+    assert users == {"digits.cli"}, users
+
+
 def test_nothing_runs_at_import(tmp_path):
     """Every module imports with no data, no cache and no side effect: no file written, no thread count or
     allocator setting changed (nanoGPT reads its settings in its entry point, not at import)."""

@@ -26,6 +26,21 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
+def _positive(kind: type[int] | type[float]) -> Any:
+    """An argparse type: a number of ``kind`` above zero, or a usage error that says so."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not value > 0:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+
+    return parse
+
+
 def _parse_kv(items: list[str] | None) -> dict[str, Any]:
     """['dropout=0.3', 'batchnorm=true'] -> {'dropout': 0.3, 'batchnorm': True}."""
     out: dict[str, Any] = {}
@@ -462,7 +477,7 @@ def _reading_parsers(sub: Subparsers) -> None:
         "any image could not be read (the others are still read).",
     )
     _reading_args(pr)
-    pr.add_argument("--top-k", type=int, metavar="K", help="also list the K most probable digits")
+    pr.add_argument("--top-k", type=_positive(int), metavar="K", help="also list the K most probable digits")
     pr.set_defaults(func=cmd_predict)
     rd = sub.add_parser(
         "read",
@@ -492,14 +507,14 @@ def _export_parser(sub: Subparsers) -> None:
     )
     ex.add_argument(
         "--calibration-images",
-        type=int,
+        type=_positive(int),
         default=CALIBRATION_IMAGES,
         metavar="N",
         help="training images for int8 (default: %(default)s)",
     )
     ex.add_argument(
         "--atol",
-        type=float,
+        type=_positive(float),
         default=PARITY_ATOL,
         help="largest logit difference allowed from torch (default: %(default)s)",
     )
