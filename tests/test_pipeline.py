@@ -458,3 +458,14 @@ def test_bad_inputs_raise_a_clear_image_error(tmp_path: Path) -> None:
 def test_reading_pictures_does_not_import_torch() -> None:
     code = "import sys, digits.reading.pipeline; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_the_polarity_can_be_given(mnist) -> None:
+    picture = domains.dark_on_light(domains.enlarge(mnist.test_images[0], 4))
+    voted: dict[str, object] = {}
+    given: dict[str, object] = {}
+    assert len(prepare(picture, trace=voted).glyphs) == 1
+    assert voted["polarity_from"] == "the vote" and voted["polarity_agreed"]
+    inverted = prepare(picture, dark=False, trace=given)  # the paper taken for ink: no digit-sized shape
+    assert given["polarity_from"] == "given" and given["polarity"] == "light ink on a dark background"
+    assert len(inverted.glyphs) != 1 or inverted.glyphs[0].box[2] > 100

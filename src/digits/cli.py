@@ -267,15 +267,15 @@ def _load_recognizer(args: argparse.Namespace) -> Any:
     return Recognizer.load(args.model, backend=args.backend, threshold=args.threshold)
 
 
-def _save_debug(directory: str, index: int, source: str, predictions: list[Any]) -> None:
+def _save_debug(recognizer: Any, directory: str, index: int, source: str, predictions: list[Any]) -> None:
     """Write what the model saw for one input into DIR/<index>_<name>/ (see digits.reading.pipeline.save_debug)."""
     from digits.errors import ImageError
-    from digits.reading import Glyph, prepare, save_debug
+    from digits.reading import Glyph, save_debug
 
     glyphs = [Glyph(box=p.box, image=p.image28, line=p.line) for p in predictions if p.image28 is not None]
     trace: dict[str, Any] = {}
     try:
-        gray = prepare(source, trace=trace).gray  # again, to record the decisions taken on the way
+        gray = recognizer.prepare(source, trace=trace).gray  # again, to record the decisions taken on the way
     except ImageError:  # it was read a moment ago; if it changed since, the 28x28 images still help
         gray, trace = None, {}
     save_debug(glyphs, Path(directory) / f"{index:03d}_{Path(source).stem}", gray=gray, trace=trace or None)
@@ -290,10 +290,11 @@ def _describe(p: Any) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    results = _load_recognizer(args).predict_batch(args.images)
+    recognizer = _load_recognizer(args)
+    results = recognizer.predict_batch(args.images)
     for i, r in enumerate(results):
         if args.debug_dir and r.ok and r.result.digit is not None:
-            _save_debug(args.debug_dir, i, r.file, [r.result])
+            _save_debug(recognizer, args.debug_dir, i, r.file, [r.result])
     if args.json:
         print(json.dumps([r.to_dict(top_k=args.top_k) for r in results], indent=2))
     for r in results:
@@ -308,10 +309,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_read(args: argparse.Namespace) -> int:
-    results = _load_recognizer(args).read_batch(args.images)
+    recognizer = _load_recognizer(args)
+    results = recognizer.read_batch(args.images)
     for i, r in enumerate(results):
         if args.debug_dir and r.ok:
-            _save_debug(args.debug_dir, i, r.file, list(r.result.digits))
+            _save_debug(recognizer, args.debug_dir, i, r.file, list(r.result.digits))
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     for r in results:

@@ -156,20 +156,23 @@ class _Shape:
         )
 
 
-def segment(gray: np.ndarray, *, stroke: float | None = None, trace: Trace | None = None) -> list[Glyph]:
+def segment(
+    gray: np.ndarray, *, stroke: float | None = None, dark: bool | None = None, trace: Trace | None = None
+) -> list[Glyph]:
     """Find the digits of a grayscale picture from :func:`load_image`: top line first, left to right.
 
     Returns an empty list when there is no ink: a blank page, a faint smudge, specks or noise. Parts
     of a broken digit are joined, touching digits are cut apart. ``stroke`` is passed on to
-    :func:`to_mnist`. Given a dict as ``trace``, every decision taken on the way is written into it
-    (polarity and the cues that voted on it, lighting, noise, threshold, shapes kept): what
-    ``--debug-dir`` shows.
+    :func:`to_mnist`. ``dark`` says the ink is darker (True) or lighter (False) than its background;
+    None lets the picture's cues vote (see :func:`_dark_ink`). Given a dict as ``trace``, every decision
+    taken on the way is written into it (polarity and the cues that voted on it, whether they agreed,
+    lighting, noise, threshold, shapes kept): what ``--debug-dir`` shows.
     """
     if gray.ndim != 2 or gray.size == 0 or not np.issubdtype(gray.dtype, np.floating):
         raise ImageError(f"segment expects a (H, W) float image from load_image, got {gray.dtype} {gray.shape}")
     gray = np.asarray(gray, dtype=np.float32)
     trace = {} if trace is None else trace
-    ink = _find_ink(gray, trace)
+    ink = _find_ink(gray, dark, trace)
     if ink is None:
         return []
     absolute = min(_MIN_DIGIT_PIXELS, _TINY_PICTURE_DIGIT * max(gray.shape))
@@ -193,8 +196,9 @@ def segment(gray: np.ndarray, *, stroke: float | None = None, trace: Trace | Non
 # Ink
 
 
-def _find_ink(gray: np.ndarray, trace: Trace) -> _Ink | None:
-    """Threshold the ink of a picture, light on dark whatever its polarity; None when it is blank."""
+def _find_ink(gray: np.ndarray, dark: bool | None, trace: Trace) -> _Ink | None:
+    """Threshold the ink of a picture, light on dark whatever its polarity (``dark``, or the cues' vote when
+    None); None when it is blank."""
     H, W = gray.shape
     factor = max(1, math.ceil(math.sqrt(H * W / _MASK_PIXELS)))
     small = gray
@@ -210,13 +214,16 @@ def _find_ink(gray: np.ndarray, trace: Trace) -> _Ink | None:
     ch, cw = max(1, h // step), max(1, w // step)
     coarse = cv2.resize(small[: ch * step, : cw * step], (cw, ch), interpolation=cv2.INTER_AREA)
     k = max(3, (min(ch, cw) // 3) | 1)
-    dark, votes = _dark_ink(small, coarse, k)
+    voted, votes = _dark_ink(small, coarse, k)
     trace.update(
         picture=[H, W],
         mask_factor=factor,
-        polarity="dark ink on a light background" if dark else "light ink on a dark background",
         polarity_votes=votes,
+        polarity_agreed=len(set(votes.values())) == 1,
+        polarity_from="the vote" if dark is None else "given",
     )
+    dark = voted if dark is None else dark
+    trace["polarity"] = "dark ink on a light background" if dark else "light ink on a dark background"
     if min(ch, cw) < _COARSE_SIDE // 4:
         # Too small a picture to tell strokes from lighting: take the light as even.
         lighting = np.full_like(coarse, float(np.median(coarse)))
