@@ -4,7 +4,8 @@ Each module's imports are parsed with ``ast`` (never executed): those at module 
 runs) and those inside functions (what calling it may import). ``if TYPE_CHECKING:`` blocks are left out.
 
     cli -> (train | reading | export)      reading -> (models on the torch path only)
-    train -> (models, data, reading.calibration)       export -> models        models, data -> core
+    train -> (models, data, reading: calibration, and the pipeline its captured copies are read by)
+    export -> models        models, data -> core
     core: spec, errors, files, _lazy (import nothing of digits but each other)
 """
 

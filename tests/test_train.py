@@ -271,3 +271,15 @@ def test_the_checkpoint_is_one_typed_state_with_the_keys_it_always_had(tmp_path)
     torch.save(raw, tmp_path / "old.pt")
     with pytest.raises(RunError, match="another version"):
         TrainState.load(tmp_path / "old.pt")
+
+
+def test_captured_copies_join_the_training_set_only(mnist, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # platformdirs' user cache
+    lines: list[str] = []
+    cfg = override(get_preset("fast"), train_limit=1000, val_split=0.2, captures=1, threads=1)
+    fit(cfg, tmp_path / "run", data=mnist, progress=False, log=lines.append)
+    kept = next(line for line in lines if line.startswith("kept "))
+    n = int(kept.split()[1].replace(",", ""))
+    assert 700 <= n <= 800
+    assert any(f"on {800 + n:,} images, validating on 200" in line for line in lines), lines
+    assert list((tmp_path / "cache").rglob("*.npz"))

@@ -168,6 +168,10 @@ class TrainConfig:
     val_split: float = 0.2  # the LAST fraction of the training set, as Keras' validation_split takes it
     train_limit: int = 0  # use only the first N training images (0 = all 60,000); for quick runs and tests
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # copies of each training digit drawn through random capture pipelines (low resolution, stretched to
+    # fill, thick or thin, either polarity) and read back by digits.reading, added to the training set
+    # (digits.train.captures; validation and test stay MNIST's own)
+    captures: int = 0
     # optimisation
     epochs: int = 10
     batch_size: int = 32
@@ -215,8 +219,8 @@ class TrainConfig:
             (0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)"),
             (0.0 <= self.target_accuracy <= 1.0, "target_accuracy must be in [0, 1]"),
             (
-                min(self.patience, self.train_limit, self.eval_every) >= 0,
-                "patience, train_limit, eval_every must be >= 0",
+                min(self.patience, self.train_limit, self.eval_every, self.captures) >= 0,
+                "patience, train_limit, eval_every, captures must be >= 0",
             ),
             (0.0 < self.warmup < 1.0, "warmup must be in (0, 1)"),
         ]

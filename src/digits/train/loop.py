@@ -65,6 +65,8 @@ def fit(
         train_x, train_y, val_x, val_y = split_train_val(data, cfg)
         if len(train_x) == 0:
             raise ConfigError("no training images left after train_limit and val_split")
+        if cfg.captures:
+            train_x, train_y = _with_captures(train_x, train_y, cfg, log)
         # The whole training set lives on the device as one float tensor: (N, 1, 28, 28), no loader, no workers.
         train = as_model_input(train_x, channels_last=cfg.channels_last).to(device), train_y.to(device)
         model, optimizer, ema = _build(state, device)
@@ -129,6 +131,17 @@ def split_train_val(data: MNIST, cfg: TrainConfig) -> tuple[Tensor, Tensor, Tens
     x, y = to_tensors(data.train_images[:limit], data.train_labels[:limit])
     split = int(len(x) * (1.0 - cfg.val_split))  # keras: split_at = int(n * (1 - validation_split))
     return x[:split], y[:split], x[split:], y[split:]
+
+
+def _with_captures(x: Tensor, y: Tensor, cfg: TrainConfig, log: Log) -> Data:
+    """The training digits followed by ``cfg.captures`` captured copies of each (digits.train.captures)."""
+    from digits.train.captures import captured_digits
+
+    images, labels = captured_digits(
+        x.numpy(), y.numpy(), cfg.captures, seed=cfg.seed, workers=cfg.threads or 0, log=log
+    )
+    extra_x, extra_y = to_tensors(images, labels)
+    return torch.cat([x, extra_x]), torch.cat([y, extra_y])
 
 
 def _build(state: TrainState, device: torch.device) -> tuple[nn.Module, Optimizer, nn.Module | None]:
