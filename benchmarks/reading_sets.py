@@ -129,21 +129,34 @@ def fonts(split: str, per_digit: int = 10) -> ReadingSet:
     return ReadingSet(f"handwriting fonts, {len(chosen)} families ({split})", "digit", pictures, labels)
 
 
-def _font_picture(path: Path, digit: int, rng: np.random.Generator) -> np.ndarray:
-    """One digit in a font: drawn 120 px tall, slanted up to 8 degrees, 30-110 px tall on noisy paper."""
+def _font_picture(path: Path, glyph: int | str, rng: np.random.Generator) -> np.ndarray:
+    """One digit (or letter) in a font: drawn 120 px tall, slanted up to 8 degrees, 30-110 px tall on noisy paper."""
     canvas = Image.new("L", (240, 240), 0)
-    ImageDraw.Draw(canvas).text((60, 40), str(digit), fill=255, font=ImageFont.truetype(str(path), 120))
+    ImageDraw.Draw(canvas).text((60, 40), str(glyph), fill=255, font=ImageFont.truetype(str(path), 120))
     ink = np.asarray(canvas.rotate(float(rng.uniform(-8, 8)), resample=Image.BILINEAR))
     ink = domains.ink_box(ink)
     height = int(rng.integers(30, 111))
     scale = height / ink.shape[0]
     ink = cv2.resize(ink, (max(1, round(ink.shape[1] * scale)), height), interpolation=cv2.INTER_AREA)
-    side = int(height * 1.6)
+    side = max(int(height * 1.6), ink.shape[1])  # (only a wide letter is wider)
     page = np.zeros((side, side), np.uint8)
     y, x = (side - ink.shape[0]) // 2, (side - ink.shape[1]) // 2
     page[y : y + ink.shape[0], x : x + ink.shape[1]] = ink
     picture = domains.dark_on_light(page).astype(np.float32) + rng.normal(0, 6, page.shape)
     return np.clip(picture, 0, 255).astype(np.uint8)
+
+
+# Letters that are not written like any digit (no O, I, l, S, Z, B, G, q, g, b, D, T, A, i, o, s, z, e: each
+# has a digit it is often written as).
+LETTERS = "CEFHJKLMNPRUVWXYacdfhkmnpruvwxy"
+
+
+def letters(split: str) -> list[np.ndarray]:
+    """Pictures of letters (:data:`LETTERS`) in the ``split`` half's handwriting font families: not digits."""
+    families = sorted(font_families().items())
+    chosen = families[0::2] if split == "dev" else families[1::2]
+    rng = np.random.default_rng(2 if split == "dev" else 3)
+    return [_font_picture(path, letter, rng) for _, paths in chosen for path in paths for letter in LETTERS]
 
 
 def reading_sets(mnist: MNIST, split: str) -> list[ReadingSet]:

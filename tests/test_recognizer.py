@@ -522,3 +522,25 @@ def test_a_split_polarity_vote_is_settled_by_reading_both_ways(recognizer, mnist
                 assert set(trace["polarity_trust"]) == {"the vote's", "the other"}  # type: ignore[arg-type]
         assert np.mean(by_reading) >= 0.9 and np.mean(by_reading) >= np.mean(by_vote) + 0.03, (light, by_vote)
         assert settled >= 30
+
+
+def test_narrow_touching_pairs_are_cut_where_the_model_reads_two_digits(recognizer, mnist):
+    # Two MNIST test digits touching (or crossing by a pixel), as a number: a pair narrower than 1.25 of its
+    # height is no wider than some single digits, so only the model's confidence in both halves can cut it.
+    rng = np.random.default_rng(0)
+    pictures, texts = [], []
+    for i in range(150):
+        j = int(rng.integers(len(mnist.test_images)))
+        pair = domains.touching(mnist.test_images[i], mnist.test_images[j], overlap=int(rng.integers(0, 3)))
+        pictures.append(domains.dark_on_light(domains.enlarge(pair, 4)))
+        texts.append(f"{mnist.test_labels[i]}{mnist.test_labels[j]}")
+    cut, right, right_uncut = 0, 0, 0
+    for picture, text in zip(pictures, texts):
+        trace: dict[str, object] = {}
+        glyphs = recognizer.prepare(picture, numbers=True, trace=trace).glyphs
+        cut += int(trace["narrow_pairs_cut"])  # type: ignore[call-overload]
+        right += recognizer.read(picture).best == text
+        uncut = recognizer.prepare(picture).glyphs  # predict never cuts: it was told there is one digit
+        right_uncut += "".join(str(p.digit) for p in recognizer.classify(np.stack([g.image for g in uncut]))) == text
+        assert len(glyphs) >= len(uncut)
+    assert cut >= 3 and right >= right_uncut + 3, (cut, right, right_uncut)

@@ -267,7 +267,9 @@ def _load_recognizer(args: argparse.Namespace) -> Any:
     return Recognizer.load(args.model, backend=args.backend, threshold=args.threshold)
 
 
-def _save_debug(recognizer: Any, directory: str, index: int, source: str, predictions: list[Any]) -> None:
+def _save_debug(
+    recognizer: Any, directory: str, index: int, source: str, predictions: list[Any], *, numbers: bool
+) -> None:
     """Write what the model saw for one input into DIR/<index>_<name>/ (see digits.reading.pipeline.save_debug)."""
     from digits.errors import ImageError
     from digits.reading import Glyph, save_debug
@@ -275,7 +277,8 @@ def _save_debug(recognizer: Any, directory: str, index: int, source: str, predic
     glyphs = [Glyph(box=p.box, image=p.image28, line=p.line) for p in predictions if p.image28 is not None]
     trace: dict[str, Any] = {}
     try:
-        gray = recognizer.prepare(source, trace=trace).gray  # again, to record the decisions taken on the way
+        # Again, to record the decisions taken on the way.
+        gray = recognizer.prepare(source, numbers=numbers, trace=trace).gray
     except ImageError:  # it was read a moment ago; if it changed since, the 28x28 images still help
         gray, trace = None, {}
     save_debug(glyphs, Path(directory) / f"{index:03d}_{Path(source).stem}", gray=gray, trace=trace or None)
@@ -294,7 +297,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     results = recognizer.predict_batch(args.images)
     for i, r in enumerate(results):
         if args.debug_dir and r.ok and r.result.digit is not None:
-            _save_debug(recognizer, args.debug_dir, i, r.file, [r.result])
+            _save_debug(recognizer, args.debug_dir, i, r.file, [r.result], numbers=False)
     if args.json:
         print(json.dumps([r.to_dict(top_k=args.top_k) for r in results], indent=2))
     for r in results:
@@ -313,7 +316,7 @@ def cmd_read(args: argparse.Namespace) -> int:
     results = recognizer.read_batch(args.images)
     for i, r in enumerate(results):
         if args.debug_dir and r.ok:
-            _save_debug(recognizer, args.debug_dir, i, r.file, list(r.result.digits))
+            _save_debug(recognizer, args.debug_dir, i, r.file, list(r.result.digits), numbers=True)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     for r in results:

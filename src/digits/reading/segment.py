@@ -8,6 +8,7 @@ digit that is small in a big photo keeps all the detail it has.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -94,6 +95,9 @@ _DIGIT_WIDTH = 0.8
 # fraction of a digit's width.
 _TOUCHING_WIDTH = 1.25
 _CUT_WINDOW = 0.25
+# A shape not wide enough to be cut for certain, but at least this many heights wide, may be two narrow
+# digits touching (a 1 is a fifth of its height wide): it is offered cut in two, for the model to judge.
+_NARROW_PAIR_WIDTH = 0.5
 # Soft edges reach 1 / this of a digit's size beyond its thresholded ink (at least one pixel).
 _SOFT_EDGE_DIVISOR = 40
 
@@ -108,11 +112,15 @@ class Glyph:
     box: (x, y, w, h) of its ink, in pixels of the picture as loaded.
     image: (28, 28) uint8, light ink on black: exactly what the model sees.
     line: 0 for the top line of text, 1 for the next, and so on.
+    halves: when the shape is wide enough to be two narrow digits touching ("11", "17") and has a narrow
+        junction to cut at, the two glyphs that cut gives; whether they are two digits or one is for the
+        model to say (:meth:`digits.reading.Recognizer.prepare` keeps the reading it trusts more).
     """
 
     box: tuple[int, int, int, int]
     image: np.ndarray
     line: int
+    halves: tuple[Glyph, Glyph] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -523,32 +531,46 @@ def _glyphs(
     cv2.drawContours(region, list(shape.contours), -1, 255, cv2.FILLED, offset=(-shape.x0, -shape.y0))
     region &= ink.mask[shape.y0 : shape.y1, shape.x0 : shape.x1]
     columns = _split_columns(region, line_height)
-    glyphs = []
-    for a, b in columns:
+
+    def cut_out(a: int, b: int, cut: bool) -> Glyph | None:
         rows = np.flatnonzero(region[:, a:b].any(axis=1))
         if rows.size == 0:
-            continue
+            return None
         piece = region[rows[0] : rows[-1] + 1, a:b]
         h, w = piece.shape
-        if max(h, w) >= min_extent and w <= _DASH_ASPECT * h:
-            origin = (shape.x0 + a, shape.y0 + int(rows[0]))
-            glyphs.append(_glyph(gray, ink, piece, origin, len(columns) > 1, line, stroke))
+        if max(h, w) < min_extent or w > _DASH_ASPECT * h:
+            return None
+        return _glyph(gray, ink, piece, (shape.x0 + a, shape.y0 + int(rows[0])), cut, line, stroke)
+
+    glyphs = [g for a, b in columns if (g := cut_out(a, b, len(columns) > 1)) is not None]
+    if len(columns) == 1 and len(glyphs) == 1:
+        halves = _split_columns(region, line_height, narrow=True)
+        if len(halves) == 2:
+            left, right = (cut_out(a, b, True) for a, b in halves)
+            if left is not None and right is not None:
+                glyphs = [dataclasses.replace(glyphs[0], halves=(left, right))]
     return glyphs
 
 
-def _split_columns(region: np.ndarray, line_height: float) -> list[tuple[int, int]]:
+def _split_columns(region: np.ndarray, line_height: float, *, narrow: bool = False) -> list[tuple[int, int]]:
     """Column ranges of the digits in a shape: one, or several when it is far wider than a digit.
 
     A digit is at most about 0.8 of its height wide, so a shape wider than 1.25 heights is touching
     digits. Each cut goes through the column with the least ink near where an even split would put
     it, provided that column is a narrow junction between fuller ones: a bar has none, and is not
-    cut.
+    cut. With ``narrow``, a shape at least half its height wide is cut in two the same way: the cut
+    two narrow touching digits would need (which a single wide digit may also offer).
     """
     h, w = region.shape
     height = max(float(h), line_height)
-    if w <= _TOUCHING_WIDTH * height:
+    if narrow:
+        if w < _NARROW_PAIR_WIDTH * height:
+            return [(0, w)]
+        n = 2
+    elif w <= _TOUCHING_WIDTH * height:
         return [(0, w)]
-    n = max(2, round(w / (_DIGIT_WIDTH * height)))
+    else:
+        n = max(2, round(w / (_DIGIT_WIDTH * height)))
     profile = np.count_nonzero(region, axis=0).astype(np.float32)
     profile = np.convolve(profile, np.ones(3, np.float32) / 3, mode="same")
     cuts = [0]

@@ -72,14 +72,28 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m digits.train.shapes", description=main.__doc__)
     parser.add_argument("--data-dir", help="where MNIST is cached (default: $DIGITS_DATA_DIR or the user cache)")
     parser.add_argument("-o", "--out", default=str(SHIPPED_SHAPES))
+    parser.add_argument(
+        "--captures",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also fit on N captured copies of each digit (digits.train.captures), as the reader is trained",
+    )
+    parser.add_argument("--quantile", type=float, default=98.0, help="percentile of the training scores at the limit")
     args = parser.parse_args(argv)
     data = load_mnist(args.data_dir)
     n = 48_000
     checksums = {name: sha for name, sha in data.sha256.items() if name.startswith("train")}
+    images, labels = data.train_images[:n], data.train_labels[:n]
+    described = f"MNIST training images 0..{n - 1}"
+    if args.captures:
+        from digits.train.captures import captured_digits
+
+        extra, extra_labels = captured_digits(images, labels, args.captures)
+        images, labels = np.concatenate([images, extra]), np.concatenate([labels, extra_labels])
+        described += f" and {args.captures} captured copies of each (digits.train.captures)"
     shapes = fit_digit_shapes(
-        data.train_images[:n],
-        data.train_labels[:n],
-        info={"images": f"MNIST training images 0..{n - 1}", "data_sha256": checksums},
+        images, labels, quantile=args.quantile, info={"images": described, "data_sha256": checksums}
     )
     shapes.save(args.out)
     print(f"wrote {args.out}: {shapes.info['k']} directions per digit, limit at percentile {shapes.info['quantile']}")
