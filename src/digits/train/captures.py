@@ -155,7 +155,7 @@ def captured_digits(
         for copy in range(copies)
         for start in range(0, len(images), _CHUNK)
     ]
-    log(f"drawing {copies} captured copies of {len(images):,} training digits (cached in {path.parent})")
+    log(f"drawing {copies} captured copies of {len(images):,} training images (cached in {path.parent})")
     workers = workers or os.cpu_count() or 1
     if workers == 1:
         results = [_read_back(t) for t in tasks]
@@ -166,7 +166,7 @@ def captured_digits(
     glyphs = np.concatenate([g[k] for g, k in results])
     kept = np.concatenate([k for _, k in results])
     out_labels = np.tile(labels, copies)[kept]
-    log(f"kept {len(glyphs):,} of {len(kept):,} copies (the others did not read back as one digit)")
+    log(f"kept {len(glyphs):,} of {len(kept):,} copies (the others did not read back as one shape)")
     buffer = io.BytesIO()
     np.savez(buffer, images=glyphs, labels=out_labels)
     write_bytes(path, buffer.getvalue())

@@ -172,6 +172,9 @@ class TrainConfig:
     # fill, thick or thin, either polarity) and read back by digits.reading, added to the training set
     # (digits.train.captures; validation and test stay MNIST's own)
     captures: int = 0
+    # non-digit shapes (letters, symbols, scribbles; digits.train.outliers) added to the training set with
+    # the uniform distribution as their target (outlier exposure), with their captured copies too
+    outliers: int = 0
     # optimisation
     epochs: int = 10
     batch_size: int = 32
@@ -219,8 +222,8 @@ class TrainConfig:
             (0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)"),
             (0.0 <= self.target_accuracy <= 1.0, "target_accuracy must be in [0, 1]"),
             (
-                min(self.patience, self.train_limit, self.eval_every, self.captures) >= 0,
-                "patience, train_limit, eval_every, captures must be >= 0",
+                min(self.patience, self.train_limit, self.eval_every, self.captures, self.outliers) >= 0,
+                "patience, train_limit, eval_every, captures, outliers must be >= 0",
             ),
             (0.0 < self.warmup < 1.0, "warmup must be in (0, 1)"),
         ]

@@ -43,6 +43,10 @@ from digits.train.schedule import lr_factor
 __all__ = ["Run", "fit", "gradient_function", "split_train_val", "train_one_epoch"]
 
 Data = tuple[Tensor, Tensor]  # (images, labels)
+# The label of a training image that is not a digit (cfg.outliers): its target is the uniform distribution.
+OUTLIER = -1
+# Weight of the outlier term in the loss: Hendrycks et al. 2019 use 0.5 for classifiers.
+OUTLIER_WEIGHT = 0.5
 
 
 def fit(
@@ -67,6 +71,8 @@ def fit(
             raise ConfigError("no training images left after train_limit and val_split")
         if cfg.captures:
             train_x, train_y = _with_captures(train_x, train_y, cfg, log)
+        if cfg.outliers:
+            train_x, train_y = _with_outliers(train_x, train_y, cfg, log)
         # The whole training set lives on the device as one float tensor: (N, 1, 28, 28), no loader, no workers.
         train = as_model_input(train_x, channels_last=cfg.channels_last).to(device), train_y.to(device)
         model, optimizer, ema = _build(state, device)
@@ -140,6 +146,26 @@ def _with_captures(x: Tensor, y: Tensor, cfg: TrainConfig, log: Log) -> Data:
     images, labels = captured_digits(
         x.numpy(), y.numpy(), cfg.captures, seed=cfg.seed, workers=cfg.threads or 0, log=log
     )
+    extra_x, extra_y = to_tensors(images, labels)
+    return torch.cat([x, extra_x]), torch.cat([y, extra_y])
+
+
+def _with_outliers(x: Tensor, y: Tensor, cfg: TrainConfig, log: Log) -> Data:
+    """The training set followed by ``cfg.outliers`` non-digit shapes and their captured copies, labelled
+    OUTLIER (trained towards the uniform distribution: see :func:`gradient_function`)."""
+    import numpy as np
+
+    from digits.train.captures import captured_digits
+    from digits.train.outliers import outlier_images
+
+    images = outlier_images(cfg.outliers, seed=cfg.seed)
+    labels = np.full(len(images), OUTLIER, np.int64)
+    if cfg.captures:
+        extra, extra_labels = captured_digits(
+            images, labels, cfg.captures, seed=cfg.seed, workers=cfg.threads or 0, log=log
+        )
+        images, labels = np.concatenate([images, extra]), np.concatenate([labels, extra_labels])
+    log(f"adding {len(images):,} non-digit shapes, trained towards no digit in particular")
     extra_x, extra_y = to_tensors(images, labels)
     return torch.cat([x, extra_x]), torch.cat([y, extra_y])
 
@@ -291,19 +317,33 @@ def gradient_function(model: nn.Module, cfg: TrainConfig, device: torch.device) 
     """
     fused = cfg.fused and device.type == "cpu"
     net = model.net if isinstance(model, ShiftAverage) else model  # the same function while training
-    if fused and seed_layers(net) is not None:
+    if fused and seed_layers(net) is not None and not cfg.outliers:
         return SeedGradients(net, cfg.precision, cfg.label_smoothing)
     forward = (stem_forward(net, cfg.precision) if fused else None) or model
 
     def grads(xb: Tensor, yb: Tensor) -> Grads:
         with _autocast(device, cfg.precision):
             logits = forward(xb)
-        loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+        if cfg.outliers:
+            loss = _outlier_exposure_loss(logits.float(), yb, cfg.label_smoothing)
+        else:
+            loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
         model.zero_grad(set_to_none=True)
         loss.backward()
         return loss, logits
 
     return grads
+
+
+def _outlier_exposure_loss(logits: Tensor, y: Tensor, label_smoothing: float) -> Tensor:
+    """Cross-entropy on the digits, plus OUTLIER_WEIGHT times the cross-entropy from the uniform distribution
+    on the OUTLIER images, both summed over the batch and divided by its size (Hendrycks et al. 2019)."""
+    digit = y != OUTLIER
+    ce = F.cross_entropy(
+        logits, y.clamp(min=0), label_smoothing=label_smoothing, reduction="none"
+    )  # the clamp keeps outliers' rows valid; they are masked out
+    uniform = -F.log_softmax(logits, dim=1).mean(dim=1)
+    return (torch.where(digit, ce, OUTLIER_WEIGHT * uniform)).sum() / len(y)
 
 
 def train_one_epoch(
@@ -341,7 +381,7 @@ def train_one_epoch(
         if ema is not None:
             update_ema(ema, model, cfg.ema)
         loss_sum += loss.detach() * len(yb)
-        correct += (logits.argmax(1) == yb).sum()
+        correct += (logits.argmax(1) == yb).sum()  # (an OUTLIER is never counted right)
         seen = min((i + 1) * bs, len(x))
         if progress is not None and (i % 50 == 49 or i == n_steps - 1):
             progress(i + 1, loss_sum.item() / seen, correct.item() / seen)

@@ -1,0 +1,52 @@
+"""digits.train.outliers and outlier exposure: non-digits trained towards no digit in particular."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from digits.reading import Recognizer
+from digits.train.config import get_preset, override
+from digits.train.loop import OUTLIER, OUTLIER_WEIGHT, _outlier_exposure_loss, fit
+from digits.train.outliers import LETTERS, outlier_images
+
+
+def test_outlier_images_are_mnist_like_deterministic_and_varied():
+    a, b = outlier_images(200, seed=0), outlier_images(200, seed=0)
+    assert a.shape == (200, 28, 28) and a.dtype == np.uint8 and np.array_equal(a, b)
+    assert not np.array_equal(a, outlier_images(200, seed=1))
+    assert (a.reshape(200, -1).max(axis=1) == 255).all()  # every one has ink, stretched like MNIST's strokes
+    assert len({x.tobytes() for x in a}) == 200
+    assert not set(LETTERS) & set("OIlSZBGqgbD0123456789")  # nothing often written like a digit
+
+
+def test_the_outlier_term_is_least_at_the_uniform_distribution():
+    y = torch.full((4,), OUTLIER)
+    uniform = _outlier_exposure_loss(torch.zeros(4, 10), y, 0.0)
+    assert uniform.item() == pytest.approx(OUTLIER_WEIGHT * math.log(10), rel=1e-6)
+    peaked = torch.zeros(4, 10)
+    peaked[:, 3] = 2.0
+    assert _outlier_exposure_loss(peaked, y, 0.0) > uniform
+    # Digits keep plain cross-entropy, and a batch mixes both.
+    digits = torch.tensor([3, 3, OUTLIER, OUTLIER])
+    expected = (torch.nn.functional.cross_entropy(peaked[:2], digits[:2], reduction="sum") + 2 * uniform) / 4
+    mixed = _outlier_exposure_loss(torch.cat([peaked[:2], torch.zeros(2, 10)]), digits, 0.0)
+    assert mixed.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_training_with_outliers_lowers_the_confidence_on_them(mnist, tmp_path):
+    lines: list[str] = []
+    base = override(get_preset("fast"), train_limit=8000, val_split=0.1, threads=1, model_options={"tta": False})
+    fit(base, tmp_path / "plain", data=mnist, progress=False, log=lambda _: None)
+    run = fit(override(base, outliers=2000), tmp_path / "oe", data=mnist, progress=False, log=lines.append)
+    assert any(line.startswith("adding 2,000 non-digit shapes") for line in lines), lines
+    assert run.test.accuracy > 0.95
+    held_out = outlier_images(300, seed=99)  # other shapes than those trained on
+    flagged = {}
+    for name in ("plain", "oe"):
+        recognizer = Recognizer.load(tmp_path / name, backend="torch", shape_check=False)
+        flagged[name] = np.mean([p.uncertain for p in recognizer.classify(held_out)])
+    assert flagged["oe"] > flagged["plain"] + 0.08, flagged  # 52% -> 65% in one short epoch
