@@ -98,6 +98,8 @@ _CUT_WINDOW = 0.25
 # A shape not wide enough to be cut for certain, but at least this many heights wide, may be two narrow
 # digits touching (a 1 is a fifth of its height wide): it is offered cut in two, for the model to judge.
 _NARROW_PAIR_WIDTH = 0.5
+# ... at the column with the least ink between these fractions of its width.
+_NARROW_CUT_WINDOW = (0.2, 0.8)
 # Soft edges reach 1 / this of a digit's size beyond its thresholded ink (at least one pixel).
 _SOFT_EDGE_DIVISOR = 40
 
@@ -558,21 +560,25 @@ def _split_columns(region: np.ndarray, line_height: float, *, narrow: bool = Fal
     A digit is at most about 0.8 of its height wide, so a shape wider than 1.25 heights is touching
     digits. Each cut goes through the column with the least ink near where an even split would put
     it, provided that column is a narrow junction between fuller ones: a bar has none, and is not
-    cut. With ``narrow``, a shape at least half its height wide is cut in two the same way: the cut
-    two narrow touching digits would need (which a single wide digit may also offer).
+    cut. With ``narrow``, a shape at least half its height wide is cut in two at its thinnest column
+    between 20% and 80% of its width, junction or not: the cut two touching digits would need, which a
+    single digit offers too (the model decides which it is).
     """
     h, w = region.shape
     height = max(float(h), line_height)
+    profile = np.count_nonzero(region, axis=0).astype(np.float32)
+    profile = np.convolve(profile, np.ones(3, np.float32) / 3, mode="same")
     if narrow:
         if w < _NARROW_PAIR_WIDTH * height:
             return [(0, w)]
-        n = 2
-    elif w <= _TOUCHING_WIDTH * height:
+        # A 1 beside a wide digit meets it far from the middle; the model judges the cut, not a junction rule.
+        lo, hi = int(_NARROW_CUT_WINDOW[0] * w), int(_NARROW_CUT_WINDOW[1] * w) + 1
+        cost = profile[lo:hi] + 1e-3 * np.abs(np.arange(lo, hi) - w / 2)
+        cut = lo + int(np.argmin(cost))
+        return [(0, cut), (cut, w)]
+    if w <= _TOUCHING_WIDTH * height:
         return [(0, w)]
-    else:
-        n = max(2, round(w / (_DIGIT_WIDTH * height)))
-    profile = np.count_nonzero(region, axis=0).astype(np.float32)
-    profile = np.convolve(profile, np.ones(3, np.float32) / 3, mode="same")
+    n = max(2, round(w / (_DIGIT_WIDTH * height)))
     cuts = [0]
     for i in range(1, n):
         expected = i * w / n
