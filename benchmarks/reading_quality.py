@@ -12,7 +12,8 @@ touching pairs read as numbers), the ``--split`` half (``test`` unless asked; ch
 accuracy, "no digit found", right-but-flagged and wrong-and-confident;
 
 and on things that are not digits: letters and symbols (OpenCV fonts and pen strokes), scribbles and
-noise: how many are marked uncertain or give no digit at all.
+noise, and letters in the ``--split`` half's handwriting fonts: how many are marked uncertain or give no
+digit at all.
 
     python benchmarks/reading_quality.py [--model M] [--n 2000] [--json PATH]
 """
@@ -119,9 +120,9 @@ def uncertainty_tradeoff(
     """How well "uncertain" separates what to trust from what not to, as curves rather than one point.
 
     Scores: 1 - calibrated confidence, and the digit-shape score (above 1: "unlike a handwritten digit").
-    AUROC of each for "not a digit" (``others``: the pictures of not_digits) against the digits of the handwriting
-    fonts and optdigits sets; and, on those digits, risk-coverage: the error rate among the most confident
-    answers when only that share of them is kept.
+    AUROC of each for "not a digit" (``others``: the pictures of not_digits and the split's font letters)
+    against the digits of the handwriting fonts and optdigits sets; and, on those digits, risk-coverage: the
+    error rate among the most confident answers when only that share of them is kept.
     """
     from reading_sets import reading_sets
 
@@ -220,7 +221,11 @@ def main() -> None:
 
     pipelines = other_pipelines(recognizer, mnist, args.split)
     non_digits = not_digits()
-    tradeoff = uncertainty_tradeoff(recognizer, mnist, args.split, non_digits)
+    from reading_sets import letters
+
+    # Positives for "not a digit": the pictures above and the letters of the split's handwriting fonts.
+    positives = {**non_digits, **{f"font letter {i}": p for i, p in enumerate(letters(args.split))}}
+    tradeoff = uncertainty_tradeoff(recognizer, mnist, args.split, positives)
 
     others = []
     for name, picture in non_digits.items():
@@ -230,6 +235,12 @@ def main() -> None:
     caught = [o for o in others if not o["confident"]]
     missed = [f"{o['picture']} -> {o['digit']} ({o['confidence']:.2f})" for o in others if o["confident"]]
     print(f"not digits: {len(caught)} of {len(others)} uncertain or empty; confident: {', '.join(missed) or 'none'}")
+    letters_flagged = None
+    found = [recognizer.predict(p) for k, p in positives.items() if k.startswith("font letter")]
+    if found:
+        letters_flagged = float(np.mean([p.digit is None or p.uncertain for p in found]))
+        share = f"{letters_flagged:.1%} of {len(found)}"
+        print(f"letters in the handwriting fonts ({args.split}): {share} uncertain or empty")
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
     record = {
@@ -239,6 +250,7 @@ def main() -> None:
         "other_pipelines": pipelines,
         "uncertainty": tradeoff,
         "not_digits": others,
+        "letters_flagged": letters_flagged,
     }
     args.json.write_text(json.dumps(record, indent=2, default=str) + "\n")
     print(f"wrote {args.json}")
