@@ -383,7 +383,7 @@ def test_the_shipped_model_is_used_by_default(mnist):
         pytest.skip("no model is shipped in src/digits/weights yet")
     r = Recognizer.load()
     assert r.source in (SHIPPED_ONNX, SHIPPED_SAFETENSORS)
-    assert r.info["test_accuracy"] >= 0.995
+    assert r.info["test_accuracy"] >= 0.994  # see tests/test_shipped_model.py's MNIST_FLOOR
     image, _ = photo_of_one(mnist.test_images[3], 3)
     assert r.predict(image).digit == mnist.test_labels[3]
 
