@@ -165,3 +165,12 @@ def test_data_errors_are_reported_without_a_traceback(capsys, monkeypatch):
     monkeypatch.setattr(digits.data, "fetch_mnist", no_source)
     code, _, err = run_cli(capsys, "data", "fetch")
     assert code == 1 and err.startswith("error: no source worked")
+
+
+def test_the_shape_fit_refuses_counts_it_cannot_use(capsys):
+    from digits.train.shapes import main as fit_shapes
+
+    for argv in (["--captures", "-1"], ["--quantile", "100"]):
+        with pytest.raises(SystemExit) as raised:
+            fit_shapes(argv)
+        assert raised.value.code == 2 and "must be" in capsys.readouterr().err

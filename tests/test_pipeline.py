@@ -469,3 +469,24 @@ def test_the_polarity_can_be_given(mnist) -> None:
     inverted = prepare(picture, dark=False, trace=given)  # the paper taken for ink: no digit-sized shape
     assert given["polarity_from"] == "given" and given["polarity"] == "light ink on a dark background"
     assert len(inverted.glyphs) != 1 or inverted.glyphs[0].box[2] > 100
+
+
+def test_a_wide_shape_is_offered_cut_in_two_only_when_asked(mnist) -> None:
+    # Pairs of MNIST test digits pushed two pixels into each other: some come back as one shape.
+    digits = mnist.test_images
+    pairs = [domains.touching(d, e, 2) for d, e in zip(digits[:80], digits[1:81])]
+    pairs = [domains.dark_on_light(domains.enlarge(p, 4)) for p in pairs]
+    offered = 0
+    for pair in pairs:
+        glyphs = prepare(pair).glyphs
+        if len(glyphs) != 1:
+            continue
+        assert glyphs[0].halves is None  # predict's path does no work for halves it never uses
+        (asked,) = prepare(pair, halves=True).glyphs
+        assert np.array_equal(asked.image, glyphs[0].image)
+        if asked.halves is not None:
+            offered += 1
+            left, right = asked.halves
+            assert left.box[0] < right.box[0] and left.box[0] + left.box[2] <= right.box[0] + 4  # soft edges
+            assert asked.box[2] > 0.8 * asked.box[3] - 2  # only a shape wide enough to be two digits
+    assert offered >= 3, offered

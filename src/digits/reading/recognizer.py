@@ -46,9 +46,6 @@ from digits.spec import IMAGE_SIZE, NUM_CLASSES, SHIPPED_SHAPES, to_model_input
 
 __all__ = ["Recognizer"]
 
-# Only a shape wider than this fraction of its height may be two digits touching (the dev pairs' median is 0.77,
-# single digits' 0.66-0.74).
-_PAIR_ASPECT = 0.8
 # A picture with at least this many shapes, most of them doubtful, is read as texture, not writing.
 _TEXTURE_SHAPES = 4
 
@@ -186,42 +183,45 @@ class Recognizer:
         cuts. ``trace`` records the vote, both ways' scores, the choice and the pairs cut.
         """
         trace = {} if trace is None else trace
-        prepared = self._settle_polarity(prepare(img, trace=trace), trace)
+        prepared = self._settle_polarity(prepare(img, halves=numbers, trace=trace), numbers, trace)
         return self._cut_narrow_pairs(prepared, trace) if numbers else prepared
 
     def _cut_narrow_pairs(self, prepared: Prepared, trace: Trace) -> Prepared:
-        """Each glyph offered cut in two (:attr:`Glyph.halves`) becomes two when it is wider than _PAIR_ASPECT
-        of its height and both halves are digits (neither marked uncertain) read with more confidence than
-        the whole (a whole marked uncertain counting as none): "17" or "50" touching, as narrow as some
-        single digits. On the dev halves of benchmarks/reading_sets.py, read as numbers: touching pairs
-        79.5% -> 84.8% right, single digits 0.2-1.1 points fewer (rules tried: mean or least confidence
-        of the halves, with and without the shape check, margins 0-0.1, widths 0.5-1.0)."""
+        """Each glyph offered cut in two (:attr:`Glyph.halves`: wider than 0.8 of its height) becomes two when
+        both halves are digits (neither marked uncertain) read with more confidence than the whole (a whole
+        marked uncertain counting as none): "17" or "50" touching, as narrow as some single digits. On the
+        dev halves of benchmarks/reading_sets.py, read as numbers: touching pairs 79.5% -> 84.8% right,
+        single digits 0.2-1.1 points fewer (rules tried: mean or least confidence of the halves, with and
+        without the shape check, margins 0-0.1, widths 0.5-1.0). One model call for every candidate."""
+        offered = [g for g in prepared.glyphs if g.halves is not None]
+        if not offered:
+            trace["narrow_pairs_cut"] = 0
+            return prepared
+        found = iter(self.classify(np.stack([im for g in offered for im in _whole_and_halves(g)])))
         glyphs: list[Glyph] = []
         cut = 0
         for g in prepared.glyphs:
-            if g.halves is not None and self._two_digits(g):
+            if g.halves is None:
+                glyphs.append(g)
+                continue
+            whole, left, right = next(found), next(found), next(found)
+            trusted = 0.0 if whole.uncertain else whole.confidence
+            if not (left.uncertain or right.uncertain) and min(left.confidence, right.confidence) > trusted:
                 glyphs.extend(g.halves)
                 cut += 1
             else:
                 glyphs.append(g)
         trace["narrow_pairs_cut"] = cut
-        return Prepared(prepared.gray, tuple(glyphs)) if cut else prepared
+        return Prepared(prepared.gray, tuple(glyphs))
 
-    def _two_digits(self, g: Glyph) -> bool:
-        assert g.halves is not None
-        if g.box[2] <= _PAIR_ASPECT * g.box[3]:
-            return False
-        whole, left, right = self.classify(np.stack([g.image, g.halves[0].image, g.halves[1].image]))
-        trusted = 0.0 if whole.uncertain else whole.confidence
-        return not (left.uncertain or right.uncertain) and min(left.confidence, right.confidence) > trusted
-
-    def _settle_polarity(self, prepared: Prepared, trace: Trace) -> Prepared:
+    def _settle_polarity(self, prepared: Prepared, halves: bool, trace: Trace) -> Prepared:
         """``prepared`` or the picture segmented the other way when the polarity cues disagreed and it reads better."""
         if trace.get("polarity_agreed", True):
             return prepared
         other_trace: Trace = {}
         voted_dark = trace["polarity"].startswith("dark")
-        other = Prepared(prepared.gray, tuple(segment(prepared.gray, dark=not voted_dark, trace=other_trace)))
+        glyphs = segment(prepared.gray, dark=not voted_dark, halves=halves, trace=other_trace)
+        other = Prepared(prepared.gray, tuple(glyphs))
         scores = {"the vote's": self._trust(prepared.glyphs), "the other": self._trust(other.glyphs)}
         if scores["the other"] > scores["the vote's"]:
             trace.update(other_trace)
@@ -315,6 +315,11 @@ class Recognizer:
 
 
 _EMPTY = np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+
+
+def _whole_and_halves(g: Glyph) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    assert g.halves is not None
+    return g.image, g.halves[0].image, g.halves[1].image
 
 
 def _nothing() -> Prediction:

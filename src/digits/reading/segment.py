@@ -95,9 +95,10 @@ _DIGIT_WIDTH = 0.8
 # fraction of a digit's width.
 _TOUCHING_WIDTH = 1.25
 _CUT_WINDOW = 0.25
-# A shape not wide enough to be cut for certain, but at least this many heights wide, may be two narrow
-# digits touching (a 1 is a fifth of its height wide): it is offered cut in two, for the model to judge.
-_NARROW_PAIR_WIDTH = 0.5
+# A shape not wide enough to be cut for certain, but more than this many heights wide, may be two digits
+# touching ("17", "50"): it is offered cut in two, for the model to judge. (On the dev touching pairs the
+# median width is 0.77 of the height, single digits' 0.66-0.74; widths 0.5-1.0 were tried.)
+_NARROW_PAIR_WIDTH = 0.8
 # ... at the column with the least ink between these fractions of its width.
 _NARROW_CUT_WINDOW = (0.2, 0.8)
 # Soft edges reach 1 / this of a digit's size beyond its thresholded ink (at least one pixel).
@@ -114,9 +115,9 @@ class Glyph:
     box: (x, y, w, h) of its ink, in pixels of the picture as loaded.
     image: (28, 28) uint8, light ink on black: exactly what the model sees.
     line: 0 for the top line of text, 1 for the next, and so on.
-    halves: when the shape is wide enough to be two narrow digits touching ("11", "17") and has a narrow
-        junction to cut at, the two glyphs that cut gives; whether they are two digits or one is for the
-        model to say (:meth:`digits.reading.Recognizer.prepare` keeps the reading it trusts more).
+    halves: when asked for (``segment(halves=True)``) and the shape is wide enough to be two digits
+        touching, the two glyphs its cut gives; whether they are two digits or one is for the model to
+        say (:meth:`digits.reading.Recognizer.prepare` keeps the reading it trusts more).
     """
 
     box: tuple[int, int, int, int]
@@ -167,14 +168,20 @@ class _Shape:
 
 
 def segment(
-    gray: np.ndarray, *, stroke: float | None = None, dark: bool | None = None, trace: Trace | None = None
+    gray: np.ndarray,
+    *,
+    stroke: float | None = None,
+    dark: bool | None = None,
+    halves: bool = False,
+    trace: Trace | None = None,
 ) -> list[Glyph]:
     """Find the digits of a grayscale picture from :func:`load_image`: top line first, left to right.
 
     Returns an empty list when there is no ink: a blank page, a faint smudge, specks or noise. Parts
     of a broken digit are joined, touching digits are cut apart. ``stroke`` is passed on to
     :func:`to_mnist`. ``dark`` says the ink is darker (True) or lighter (False) than its background;
-    None lets the picture's cues vote (see :func:`_dark_ink`). Given a dict as ``trace``, every decision
+    None lets the picture's cues vote (see :func:`_dark_ink`). With ``halves``, a shape that may be two
+    digits touching comes with its cut in two (:attr:`Glyph.halves`). Given a dict as ``trace``, every decision
     taken on the way is written into it (polarity and the cues that voted on it, whether they agreed,
     lighting, noise, threshold, shapes kept): what ``--debug-dir`` shows.
     """
@@ -197,7 +204,7 @@ def segment(
     for number, line in enumerate(lines):
         height = float(np.median([s.h for s in line]))
         for shape in line:
-            glyphs.extend(_glyphs(gray, ink, shape, height, min_extent, number, stroke))
+            glyphs.extend(_glyphs(gray, ink, shape, height, min_extent, number, stroke, halves))
     trace.update(shapes=len(shapes), lines=len(lines), digits=len(glyphs))
     return glyphs
 
@@ -523,8 +530,10 @@ def _glyphs(
     min_extent: float,
     line: int,
     stroke: float | None,
+    halves: bool,
 ) -> list[Glyph]:
-    """Cut a shape into digits (several when digits touch) and normalise each like MNIST.
+    """Cut a shape into digits (several when digits touch) and normalise each like MNIST; with ``halves``,
+    a shape that may be two digits touching also comes cut in two (:attr:`Glyph.halves`).
 
     What is left too small, or much wider than tall (a dash, a rule, a scribble with no place to
     cut), is not a digit and gives nothing.
@@ -545,10 +554,10 @@ def _glyphs(
         return _glyph(gray, ink, piece, (shape.x0 + a, shape.y0 + int(rows[0])), cut, line, stroke)
 
     glyphs = [g for a, b in columns if (g := cut_out(a, b, len(columns) > 1)) is not None]
-    if len(columns) == 1 and len(glyphs) == 1:
-        halves = _split_columns(region, line_height, narrow=True)
-        if len(halves) == 2:
-            left, right = (cut_out(a, b, True) for a, b in halves)
+    if halves and len(columns) == 1 and len(glyphs) == 1:
+        pair = _split_columns(region, line_height, narrow=True)
+        if len(pair) == 2:
+            left, right = (cut_out(a, b, True) for a, b in pair)
             if left is not None and right is not None:
                 glyphs = [dataclasses.replace(glyphs[0], halves=(left, right))]
     return glyphs
@@ -560,7 +569,7 @@ def _split_columns(region: np.ndarray, line_height: float, *, narrow: bool = Fal
     A digit is at most about 0.8 of its height wide, so a shape wider than 1.25 heights is touching
     digits. Each cut goes through the column with the least ink near where an even split would put
     it, provided that column is a narrow junction between fuller ones: a bar has none, and is not
-    cut. With ``narrow``, a shape at least half its height wide is cut in two at its thinnest column
+    cut. With ``narrow``, a shape more than _NARROW_PAIR_WIDTH of its height wide is cut in two at its thinnest column
     between 20% and 80% of its width, junction or not: the cut two touching digits would need, which a
     single digit offers too (the model decides which it is).
     """
@@ -569,7 +578,7 @@ def _split_columns(region: np.ndarray, line_height: float, *, narrow: bool = Fal
     profile = np.count_nonzero(region, axis=0).astype(np.float32)
     profile = np.convolve(profile, np.ones(3, np.float32) / 3, mode="same")
     if narrow:
-        if w < _NARROW_PAIR_WIDTH * height:
+        if w <= _NARROW_PAIR_WIDTH * height:
             return [(0, w)]
         # A 1 beside a wide digit meets it far from the middle; the model judges the cut, not a junction rule.
         lo, hi = int(_NARROW_CUT_WINDOW[0] * w), int(_NARROW_CUT_WINDOW[1] * w) + 1

@@ -293,7 +293,7 @@ PRESETS: dict[str, TrainConfig] = {
         val_split=0.1,
     ),
     # The model shipped inside the package for reading real images: fastnet at three times the width (226k
-    # parameters, 0.9 MB, 0.15 ms a digit), trained longer with augmentation, with two captured copies of
+    # parameters, 0.9 MB, 0.11 ms a digit), trained longer with augmentation, with two captured copies of
     # each training digit (other scanners' framing, resolution, stroke and polarity, read back by
     # digits.reading) and with 10,000 non-digit shapes trained towards no digit (outlier exposure), so it
     # copes with handwriting that is not MNIST's and doubts letters. Chosen on the dev halves of

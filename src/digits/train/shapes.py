@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--quantile", type=float, default=98.0, help="percentile of the training scores at the limit")
     args = parser.parse_args(argv)
+    if args.captures < 0:
+        parser.error(f"--captures must be 0 or more, got {args.captures}")
+    if not 50.0 <= args.quantile < 100.0:
+        parser.error(f"--quantile must be a percentile in [50, 100), got {args.quantile}")
     data = load_mnist(args.data_dir)
     n = 48_000
     checksums = {name: sha for name, sha in data.sha256.items() if name.startswith("train")}
