@@ -7,7 +7,7 @@ import pytest
 
 from digits.data import FILES
 from digits.models.weights import load_weights
-from digits.train.config import TrainConfig
+from digits.train.config import TrainConfig, get_preset
 from digits.train.evaluate import evaluate, to_tensors
 
 WEIGHTS = resources.files("digits") / "weights"
@@ -27,6 +27,20 @@ def test_shipped_model_is_small_and_documented():
     cfg = TrainConfig.from_dict(meta["config"])
     assert cfg.augment.enabled, "the shipped model must be trained with augmentation"
     assert meta["test_accuracy"] >= MNIST_FLOOR
+
+
+def test_shipped_metadata_describes_the_shipped_weights():
+    """default.json is what a person reads about the model: it must be the file beside it, not an earlier one."""
+    meta = json.loads((WEIGHTS / "default.json").read_text())
+    model, stored = load_weights(WEIGHTS / "default.safetensors")
+    assert meta["model"] == stored["model"]
+    assert meta["config"]["model_options"] == stored["model_options"]
+    assert meta["parameters"] == sum(p.numel() for p in model.parameters())
+    assert meta["temperature"] == pytest.approx(stored["temperature"], rel=1e-9)
+    assert meta["test_accuracy"] == pytest.approx(stored["test_accuracy"], abs=1e-9)
+    # The command it names gives the config it was trained with.
+    preset = meta["trained_with"].split("--preset ")[1].split()[0]
+    assert json.loads(json.dumps(get_preset(preset).to_dict())) == meta["config"]
 
 
 def test_shipped_model_scores_what_its_metadata_says(mnist):
