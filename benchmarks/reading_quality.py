@@ -115,7 +115,10 @@ def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
 
 
 def uncertainty_tradeoff(
-    recognizer: Recognizer, mnist, split: str, others: dict[str, np.ndarray]  # noqa: ANN001
+    recognizer: Recognizer,
+    mnist,
+    split: str,
+    others: dict[str, np.ndarray],  # noqa: ANN001
 ) -> dict[str, object]:
     """How well "uncertain" separates what to trust from what not to, as curves rather than one point.
 

@@ -216,8 +216,10 @@ def test_fill_stretches_each_digit_towards_its_box_and_centres_it():
 def test_lowres_blurs_like_a_coarse_scan_and_keeps_full_brightness():
     x = digit_like(32)
     y = augment(x, AugmentConfig(lowres=1.0), torch.Generator().manual_seed(0))
+
     def roughness(t):
         return (t[..., 1:, :] - t[..., :-1, :]).abs().sum() + (t[..., 1:] - t[..., :-1]).abs().sum()
+
     assert roughness(y) < 0.8 * roughness(x)
     assert torch.all(y.amax(dim=(1, 2, 3)) > 0.99) and y.min() >= 0 and y.max() <= 1
 

@@ -174,3 +174,24 @@ def test_the_shape_fit_refuses_counts_it_cannot_use(capsys):
         with pytest.raises(SystemExit) as raised:
             fit_shapes(argv)
         assert raised.value.code == 2 and "must be" in capsys.readouterr().err
+
+
+# A runtime-only installation (pip install digits[runtime]): torch cannot be imported.
+_WITHOUT_TORCH = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"torch", "safetensors"}:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Block())
+from digits.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("argv", [["models"], ["summary", "seed"], ["train", "--epochs", "1"]])
+def test_a_missing_extra_is_named_not_a_traceback(argv):
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH, *argv], capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "needs torch" in done.stderr and "digits[train]" in done.stderr

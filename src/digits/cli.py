@@ -418,7 +418,6 @@ def _models_parsers(sub: Subparsers) -> None:
 def _train_parser(sub: Subparsers) -> None:
     from digits.train.config import PRESET_PURPOSES
 
-
     t = sub.add_parser("train", help="train a model (a preset, with any field overridden)")
     purposes = ", ".join(f"{name} ({purpose})" for name, purpose in PRESET_PURPOSES.items())
     t.add_argument("--preset", default="seed", help=f"named config to start from: {purposes}".replace("%", "%%"))
@@ -528,6 +527,18 @@ def _export_parser(sub: Subparsers) -> None:
     ex.set_defaults(func=cmd_export)
 
 
+# Optional dependencies (pyproject.toml's extras): the extra that brings each.
+_EXTRAS = {
+    "torch": "train",
+    "safetensors": "train",
+    "matplotlib": "train",
+    "onnx": "onnx",
+    "onnxscript": "onnx",
+    "onnxruntime": "runtime",
+    "sklearn": "bench",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -540,6 +551,21 @@ def main(argv: list[str] | None = None) -> int:
     # disk). Anything else is a bug in digits and keeps its traceback.
     except (DigitsError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except ModuleNotFoundError as exc:
+        extra = _EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise  # not an optional dependency: a bug in digits or a broken installation
+        print(
+            f"error: `digits {args.command}` needs {exc.name}, which is not installed here. Install the "
+            f"'{extra}' extra: scripts/install.sh {extra} in a checkout, or pip install 'digits[{extra}]'"
+            + (
+                " (install the CPU build of torch first, or pip fetches a CUDA build of several GB)"
+                if extra in ("train", "onnx")
+                else ""
+            ),
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
 
 

@@ -62,4 +62,3 @@ def load_weights(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         )
     model.eval()
     return model, meta
-

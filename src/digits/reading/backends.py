@@ -20,8 +20,6 @@ from digits.spec import ONNX_INPUT, ONNX_NAME, ONNX_OUTPUT, SHIPPED_DIR, SHIPPED
 BACKENDS = ("auto", "onnx", "torch")
 
 
-
-
 class Backend(Protocol):
     """What the Recognizer needs of a runtime: its name, the model file's metadata, and logits."""
 

@@ -50,8 +50,6 @@ __all__ = ["Recognizer"]
 _TEXTURE_SHAPES = 4
 
 
-
-
 class Recognizer:
     """A loaded model that reads digits in pictures. Build it with :meth:`Recognizer.load`.
 

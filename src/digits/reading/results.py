@@ -25,8 +25,6 @@ UNLIKE_A_DIGIT = "unlike a handwritten digit"
 TEXTURE = "most shapes in the picture are doubtful: noise or texture, not writing"
 
 
-
-
 @dataclass(frozen=True, eq=False)
 class Prediction:
     """One digit: what it is, how sure, and what the model saw.
