@@ -28,7 +28,7 @@ from digits.reading.calibration import softmax
 from digits.reading.results import LOW_CONFIDENCE, NO_DIGIT, UNLIKE_A_DIGIT
 from digits.spec import SHIPPED_ONNX, SHIPPED_SAFETENSORS
 from digits.testing import domains
-from digits.testing.scenes import encode, jpeg_roundtrip, paper, rgba_drawing, stroke_digit
+from digits.testing.scenes import encode, font_digit, jpeg_roundtrip, paper, rgba_drawing, stroke_digit
 
 # --------------------------------------------------------------------------------------------------
 # A model to read with
@@ -551,3 +551,15 @@ def test_narrow_touching_pairs_are_cut_where_the_model_reads_two_digits(recogniz
         right_uncut += "".join(str(p.digit) for p in recognizer.classify(np.stack([g.image for g in uncut]))) == text
         assert len(glyphs) >= len(uncut)
     assert cut >= 3 and right >= right_uncut + 3, (cut, right, right_uncut)
+
+
+def test_results_and_recognizer_have_short_reprs(recognizer):
+    scene = paper([font_digit(d) for d in (2, 0, 2, 6)], size=(900, 300), height=120, seed=3)
+    reading = recognizer.read(scene.image)
+    assert reading.text == "2026"
+    assert repr(reading) == "Reading(text='2026', best='2026', digits=4, uncertain=0)"
+    one = repr(reading.digits[0])
+    assert one.startswith("Prediction(digit=2, confidence=") and "box=(" in one and len(one) < 120
+    blank = repr(recognizer.predict(np.full((40, 40), 255, np.uint8)))
+    assert blank == "Prediction(digit=None, confidence=0.000, uncertain (no digit found))"
+    assert repr(recognizer).startswith("Recognizer(model=") and "\n" not in repr(recognizer)

@@ -77,6 +77,13 @@ class Recognizer:
         self.temperature = temperature
         self.shapes = shapes
 
+    def __repr__(self) -> str:
+        meta = self._backend.meta
+        return (
+            f"Recognizer(model={meta.get('model')!r}, backend={self.backend!r}, file={str(self.source)!r}, "
+            f"threshold={self.threshold}, shape_check={self.shapes is not None})"
+        )
+
     @classmethod
     def load(
         cls,

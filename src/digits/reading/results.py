@@ -47,6 +47,11 @@ class Prediction:
     box: tuple[int, int, int, int] | None = None
     line: int = 0
 
+    def __repr__(self) -> str:  # the probabilities and the 28x28 image are data, not a summary
+        doubt = f", uncertain ({self.reason})" if self.uncertain else ""
+        where = f", box={self.box}, line={self.line}" if self.box is not None else ""
+        return f"Prediction(digit={self.digit}, confidence={self.confidence:.3f}{doubt}{where})"
+
     def top(self, k: int) -> list[tuple[int, float]]:
         """The ``k`` most probable digits with their probabilities, most probable first."""
         if self.digit is None:
@@ -87,6 +92,10 @@ class Reading:
     def of(cls, digits: tuple[Prediction, ...]) -> Reading:
         """The reading of ``digits`` (in reading order, each with its line)."""
         return cls(text=_joined(digits, doubt="?"), digits=digits)
+
+    def __repr__(self) -> str:
+        doubt = sum(d.uncertain for d in self.digits)
+        return f"Reading(text={self.text!r}, best={self.best!r}, digits={len(self.digits)}, uncertain={doubt})"
 
     @property
     def best(self) -> str:
