@@ -195,3 +195,27 @@ def test_a_missing_extra_is_named_not_a_traceback(argv):
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert "needs torch" in done.stderr and "digits[train]" in done.stderr
+
+
+@pytest.mark.parametrize("finished_an_epoch", [False, True])
+def test_ctrl_c_tells_what_was_saved_and_leaves_no_empty_folder(
+    capsys, monkeypatch, tmp_path, mnist_dir, finished_an_epoch
+):
+    import digits.train.loop
+
+    def interrupted_fit(cfg, out, **kwargs):
+        out.mkdir(parents=True)
+        if finished_an_epoch:
+            (out / "checkpoint.pt").write_bytes(b"an epoch")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(digits.train.loop, "fit", interrupted_fit)
+    out_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--data-dir", str(mnist_dir), "--out", str(out_dir))
+    assert code == 130
+    if finished_an_epoch:
+        assert f"digits train --resume {out_dir}" in err
+        assert (out_dir / "checkpoint.pt").is_file()
+    else:
+        assert "nothing was saved" in err and "--resume" not in err
+        assert not out_dir.exists()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 import typing
 from datetime import datetime
@@ -178,13 +179,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     data = load_mnist(args.data_dir, from_dir=args.from_dir, log=log)
     keep_freed_memory()  # this process is the training: let glibc keep freed tensor memory for the next step
+    created = not out.exists()
     try:
         run = fit(cfg, out, data=data, resume=bool(args.resume), progress=not args.json, log=log, preset=preset)
     except KeyboardInterrupt:
-        print(
-            f"\ninterrupted; the last finished epoch is saved. Continue with: digits train --resume {out}",
-            file=sys.stderr,
-        )
+        print(f"\n{_interrupted(out, created)}", file=sys.stderr)
         return 130
     if args.json:
         print(json.dumps(run.summary, indent=2))
@@ -193,6 +192,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"model saved in {out} ({files})")
         print(f"evaluate it with: digits evaluate {out}")
     return 0
+
+
+def _interrupted(out: Path, created: bool) -> str:
+    """What Ctrl-C left of a run in ``out`` (which this command ``created``, or not), told truthfully.
+
+    A run stopped before its first epoch finished has nothing to resume; the folder it made is removed,
+    so that no empty run folder is left behind.
+    """
+    from digits.spec import CHECKPOINT_NAME
+
+    if (out / CHECKPOINT_NAME).is_file():
+        return f"interrupted; the last finished epoch is saved. Continue with: digits train --resume {out}"
+    if created and out.is_dir():
+        shutil.rmtree(out, ignore_errors=True)
+    return "interrupted before the first epoch finished: nothing was saved. Run the same command to start again."
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
