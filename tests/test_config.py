@@ -63,3 +63,36 @@ def test_from_dict_rebuilds_nested_values():
     cfg = TrainConfig(augment=AugmentConfig(rotate=10.0), betas=(0.7, 0.9))
     back = TrainConfig.from_dict(dataclasses.asdict(cfg))
     assert back.augment == AugmentConfig(rotate=10.0) and back.betas == (0.7, 0.9)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("threads", -1),
+        ("lr", float("inf")),
+        ("lr", float("nan")),
+        ("momentum", 1.5),
+        ("betas", (0.9, 1.0)),
+        ("betas", (0.9,)),
+        ("eps", 0.0),
+        ("weight_decay", -0.1),
+        ("gamma", 0.0),
+        ("step_every", 0),
+        ("eval_batch_size", 0),
+    ],
+)
+def test_every_numeric_field_is_checked_up_front_with_its_name(field, value):
+    with pytest.raises(ValueError, match=f"{field} must"):
+        override(get_preset("seed"), **{field: value})
+
+
+def test_threads_zero_or_more_is_accepted():
+    assert override(get_preset("seed"), threads=0).threads == 0
+    assert override(get_preset("seed"), threads=2).threads == 2
+
+
+def test_train_cli_refuses_negative_threads_before_training(capsys):
+    from digits.cli import main
+
+    assert main(["train", "--threads", "-2", "--epochs", "1"]) == 1
+    assert "threads must be >= 0" in capsys.readouterr().err

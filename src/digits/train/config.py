@@ -226,6 +226,15 @@ class TrainConfig:
                 "patience, train_limit, eval_every, captures, outliers must be >= 0",
             ),
             (0.0 < self.warmup < 1.0, "warmup must be in (0, 1)"),
+            (0.0 < self.lr < math.inf, "lr must be finite"),
+            (0.0 <= self.momentum < 1.0, "momentum must be in [0, 1)"),
+            (len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas), "betas must be two numbers in [0, 1)"),
+            (0.0 < self.eps < 1.0, "eps must be in (0, 1), e.g. 1e-8"),
+            (0.0 <= self.weight_decay < math.inf, "weight_decay must be a finite number >= 0"),
+            (0.0 < self.gamma < math.inf, "gamma must be a finite number > 0"),
+            (self.step_every >= 1, "step_every must be at least 1"),
+            (self.eval_batch_size >= 1, "eval_batch_size must be at least 1"),
+            (self.threads >= 0, "threads must be >= 0 (0: one per core)"),
         ]
         for ok, message in checks:
             if not ok:
