@@ -8,6 +8,7 @@ the boxes, and that nothing is claimed where nothing is written.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import struct
@@ -563,3 +564,29 @@ def test_results_and_recognizer_have_short_reprs(recognizer):
     blank = repr(recognizer.predict(np.full((40, 40), 255, np.uint8)))
     assert blank == "Prediction(digit=None, confidence=0.000, uncertain (no digit found))"
     assert repr(recognizer).startswith("Recognizer(model=") and "\n" not in repr(recognizer)
+
+
+def test_cli_reads_folders_recursively_and_standard_input(model_dir, mnist, tmp_path, capsys, monkeypatch):
+    text, image, _ = number_scenes(mnist)[0]
+    (tmp_path / "photos" / "sub").mkdir(parents=True)
+    Image.fromarray(image).save(tmp_path / "photos" / "sub" / "number.PNG")
+    Image.fromarray(image).save(tmp_path / "photos" / "a.jpg", quality=92)
+    (tmp_path / "photos" / "notes.txt").write_text("not an image")
+    model = str(model_dir / "model.onnx")
+
+    code = main(["read", str(tmp_path / "photos"), "--model", model, "--json"])
+    rows = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert [r["file"] for r in rows] == [str(tmp_path / "photos" / "a.jpg"), str(tmp_path / "photos/sub/number.PNG")]
+    assert [r["text"] for r in rows] == [text, text]
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(buffer.getvalue())))
+    code = main(["read", "-", "--model", model, "--debug-dir", str(tmp_path / "dbg")])
+    assert code == 0 and capsys.readouterr().out.strip() == f"-: {text}"
+    assert (tmp_path / "dbg" / "000_stdin" / "boxes.png").is_file()
+
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", str(tmp_path / "empty"), "--model", model]) == 2
+    assert "no image files" in capsys.readouterr().err

@@ -281,8 +281,41 @@ def _load_recognizer(args: argparse.Namespace) -> Any:
     return Recognizer.load(args.model, backend=args.backend, threshold=args.threshold)
 
 
+# What `digits read DIR` picks up in a folder (and its subfolders).
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def _inputs(names: list[str]) -> tuple[list[str], list[Any]]:
+    """The images named on the command line, as (labels, sources): a file as it is, a folder as the image
+    files under it (recursively, sorted), ``-`` as the bytes on standard input."""
+    labels: list[str] = []
+    sources: list[Any] = []
+    for name in names:
+        path = Path(name)
+        if name == "-":
+            labels.append("-")
+            sources.append(sys.stdin.buffer.read())
+        elif path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+            if not found:
+                raise UsageError(f"{name} is a folder with no image files in it ({', '.join(_IMAGE_SUFFIXES)})")
+            labels += [str(p) for p in found]
+            sources += [str(p) for p in found]
+        else:
+            labels.append(name)
+            sources.append(name)
+    return labels, sources
+
+
+def _run_batch(run: Any, names: list[str]) -> tuple[list[Any], list[Any]]:
+    """``run`` (predict_batch or read_batch) on the command line's images: their sources and results,
+    each result named as the user named its image."""
+    labels, sources = _inputs(names)
+    return sources, [dataclasses.replace(r, file=label) for r, label in zip(run(sources), labels)]
+
+
 def _save_debug(
-    recognizer: Any, directory: str, index: int, source: str, predictions: list[Any], *, numbers: bool
+    recognizer: Any, directory: str, index: int, source: Any, predictions: list[Any], *, numbers: bool
 ) -> None:
     """Write what the model saw for one input into DIR/<index>_<name>/ (see digits.reading.pipeline.save_debug)."""
     from digits.errors import ImageError
@@ -295,7 +328,8 @@ def _save_debug(
         gray = recognizer.prepare(source, numbers=numbers, trace=trace).gray
     except ImageError:  # it was read a moment ago; if it changed since, the 28x28 images still help
         gray, trace = None, {}
-    save_debug(glyphs, Path(directory) / f"{index:03d}_{Path(source).stem}", gray=gray, trace=trace or None)
+    stem = Path(source).stem if isinstance(source, str) else "stdin"
+    save_debug(glyphs, Path(directory) / f"{index:03d}_{stem}", gray=gray, trace=trace or None)
 
 
 def _describe(p: Any) -> str:
@@ -308,10 +342,10 @@ def _describe(p: Any) -> str:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     recognizer = _load_recognizer(args)
-    results = recognizer.predict_batch(args.images)
-    for i, r in enumerate(results):
+    sources, results = _run_batch(recognizer.predict_batch, args.images)
+    for i, (src, r) in enumerate(zip(sources, results)):
         if args.debug_dir and r.ok and r.result.digit is not None:
-            _save_debug(recognizer, args.debug_dir, i, r.file, [r.result], numbers=False)
+            _save_debug(recognizer, args.debug_dir, i, src, [r.result], numbers=False)
     if args.json:
         print(json.dumps([r.to_dict(top_k=args.top_k) for r in results], indent=2))
     for r in results:
@@ -327,10 +361,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_read(args: argparse.Namespace) -> int:
     recognizer = _load_recognizer(args)
-    results = recognizer.read_batch(args.images)
-    for i, r in enumerate(results):
+    sources, results = _run_batch(recognizer.read_batch, args.images)
+    for i, (src, r) in enumerate(zip(sources, results)):
         if args.debug_dir and r.ok:
-            _save_debug(recognizer, args.debug_dir, i, r.file, list(r.result.digits), numbers=True)
+            _save_debug(recognizer, args.debug_dir, i, src, list(r.result.digits), numbers=True)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     for r in results:
@@ -463,7 +497,12 @@ def _evaluation_parsers(sub: Subparsers) -> None:
 def _reading_args(sp: argparse.ArgumentParser) -> None:
     from digits.reading import BACKENDS, DEFAULT_THRESHOLD
 
-    sp.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG, BMP, GIF, TIFF or WebP files")
+    sp.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="PNG, JPEG, BMP, GIF, TIFF or WebP files, folders of them (searched recursively), or - for standard input",
+    )
     sp.add_argument("--model", help="a run directory, .safetensors or .onnx file (default: the shipped model)")
     sp.add_argument(
         "--backend",
