@@ -96,3 +96,25 @@ def test_train_cli_refuses_negative_threads_before_training(capsys):
 
     assert main(["train", "--threads", "-2", "--epochs", "1"]) == 1
     assert "threads must be >= 0" in capsys.readouterr().err
+
+
+def test_every_train_flag_says_what_it_does_its_default_and_choices():
+    import argparse
+
+    from digits.cli import build_parser
+    from digits.train.config import CHOICES
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    train = sub.choices["train"]
+    flags = {a.dest: a for a in train._actions if a.option_strings and a.dest != "help"}
+    for dest, action in flags.items():
+        assert action.help, f"--{dest} has no help text"
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "model_options":
+            continue
+        action = flags[f.name]
+        assert "default: " in action.help, f"--{f.name} does not say its default"
+        if f.name in CHOICES:
+            assert tuple(action.choices) == CHOICES[f.name]
+    assert "seed 0.001" in flags["lr"].help and "reader 0.005" in flags["lr"].help

@@ -60,11 +60,24 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     from digits.models.choices import ACTIVATIONS, HEADS
 
     g = p.add_argument_group("model options (the article's switches; any other with -O KEY=VALUE)")
-    g.add_argument("--activation", choices=ACTIVATIONS)
-    g.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None)
-    g.add_argument("--dropout", type=float)
-    g.add_argument("--head", choices=HEADS, help="flatten + dense (the article) or global average pooling")
-    g.add_argument("-O", "--model-option", action="append", metavar="KEY=VALUE")
+    g.add_argument("--activation", choices=ACTIVATIONS, help="activation of every layer (default: the model's)")
+    g.add_argument(
+        "--batchnorm",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="batch normalisation after each convolution (default: the model's)",
+    )
+    g.add_argument("--dropout", type=float, help="dropout rate before the classifier (default: the model's)")
+    g.add_argument(
+        "--head", choices=HEADS, help="flatten + dense (the article) or global average pooling (default: the model's)"
+    )
+    g.add_argument(
+        "-O",
+        "--model-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="any other option of the model, e.g. -O widths=[48,96,192] for fastnet",
+    )
 
 
 def _model_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -78,7 +91,7 @@ _SKIP = {"model_options"}  # set through the model options group
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    from digits.train.config import TrainConfig
+    from digits.train.config import CHOICES, FIELD_HELP, PRESETS, TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
     g = p.add_argument_group("training config (each overrides the preset's value)")
@@ -87,19 +100,36 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + f.name.replace("_", "-")
         hint = hints[f.name]
+        # %% escapes argparse's own formatting; the defaults are the presets', as every run starts from one.
+        text = f"{FIELD_HELP[f.name]} (default: {_preset_values(f.name, PRESETS)})".replace("%", "%%")
         if hint is bool:
-            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif f.name in CHOICES:
+            g.add_argument(flag, choices=CHOICES[f.name], default=None, help=text)
         elif hint in (int, float, str):
-            g.add_argument(flag, type=hint, default=None, metavar=f.name.upper())
+            g.add_argument(flag, type=hint, default=None, metavar=f.name.upper(), help=text)
         elif f.name == "betas":
-            g.add_argument(flag, default=None, metavar="B1,B2", help="Adam betas, e.g. 0.9,0.999")
+            g.add_argument(flag, default=None, metavar="B1,B2", help=text)
         elif f.name == "augment":
-            g.add_argument(
-                flag,
-                default=None,
-                metavar="SPEC",
-                help="e.g. rotate=10,scale=0.1,shift=0.1 ; 'none' turns augmentation off",
-            )
+            g.add_argument(flag, default=None, metavar="SPEC", help=text)
+
+
+def _preset_values(name: str, presets: dict[str, Any]) -> str:
+    """The presets' values of one config field: 'adam' when all agree, else 'seed 0.001, fast 0.02, ...'."""
+
+    def shown(value: Any) -> str:
+        if dataclasses.is_dataclass(value):  # the augmentation: its non-default settings, as --augment takes them
+            changed = [f"{f.name}={getattr(value, f.name)}" for f in dataclasses.fields(value)]
+            changed = [c for c, f in zip(changed, dataclasses.fields(value)) if getattr(value, f.name) != f.default]
+            return ",".join(changed) or "none"
+        if isinstance(value, tuple):
+            return ",".join(str(v) for v in value)
+        return str(value)
+
+    values = {preset: shown(getattr(cfg, name)) for preset, cfg in presets.items()}
+    if len(set(values.values())) == 1:
+        return next(iter(values.values()))
+    return ", ".join(f"{preset} {value}" for preset, value in values.items())
 
 
 def _config_overrides(args: argparse.Namespace) -> dict[str, Any]:

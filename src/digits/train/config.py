@@ -159,51 +159,49 @@ SELECTIONS = ("last", "best")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that decides what a training run computes (and nothing about where it is written)."""
+    """Everything that decides what a training run computes (and nothing about where it is written).
+
+    What each field means is in :data:`FIELD_HELP` (which `digits train --help` prints).
+    """
 
     # model
     model: str = "seed"
-    model_options: dict[str, Any] = field(default_factory=dict)  # passed to create_model(model, **options)
+    model_options: dict[str, Any] = field(default_factory=dict)
     # data
-    val_split: float = 0.2  # the LAST fraction of the training set, as Keras' validation_split takes it
-    train_limit: int = 0  # use only the first N training images (0 = all 60,000); for quick runs and tests
+    val_split: float = 0.2
+    train_limit: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    # copies of each training digit drawn through random capture pipelines (low resolution, stretched to
-    # fill, thick or thin, either polarity) and read back by digits.reading, added to the training set
-    # (digits.train.captures; validation and test stay MNIST's own)
     captures: int = 0
-    # non-digit shapes (letters, symbols, scribbles; digits.train.outliers) added to the training set with
-    # the uniform distribution as their target (outlier exposure), with their captured copies too
     outliers: int = 0
     # optimisation
     epochs: int = 10
     batch_size: int = 32
     optimizer: str = "adam"
     lr: float = 1e-3
-    momentum: float = 0.0  # SGD and RMSprop momentum
+    momentum: float = 0.0
     nesterov: bool = False
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-7  # Keras' default epsilon for Adam/RMSprop/Adagrad (PyTorch's is 1e-8)
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
     schedule: str = "constant"
-    step_every: int = 1  # step schedule: multiply lr by gamma every `step_every` epochs
+    step_every: int = 1
     gamma: float = 0.1
-    warmup: float = 0.25  # one-cycle: fraction of steps spent rising to lr
-    ema: float = 0.0  # decay of an exponential moving average of the weights used for eval (0 = off)
+    warmup: float = 0.25
+    ema: float = 0.0
     # stopping and selection: decided on validation data only, never on the test set
-    patience: int = 0  # stop after this many epochs without a better validation accuracy (0 = never)
-    target_accuracy: float = 0.0  # stop as soon as validation accuracy reaches this (0 = off)
-    eval_every: int = 0  # with target_accuracy: also validate every N steps inside an epoch (0 = at epoch ends)
-    select: str = "last"  # which epoch's weights the run keeps: the last, or the best on validation
+    patience: int = 0
+    target_accuracy: float = 0.0
+    eval_every: int = 0
+    select: str = "last"
     # how it runs: these change speed, not the recipe
-    precision: str = "bf16"  # autocast dtype for matmuls/convs; bf16 uses the CPU's AMX units
+    precision: str = "bf16"
     channels_last: bool = True
-    fused: bool = True  # on CPU: hand-written passes for the seed network and fastnet's stem (digits.train.fast.fused)
-    threads: int = 0  # torch intra-op threads (0 = leave torch's default: one per core)
+    fused: bool = True
+    threads: int = 0
     eval_batch_size: int = EVAL_BATCH_SIZE
-    eval_precision: str = "fp32"  # of validation and test passes; bf16 took ~0.6x the time here, same accuracy
-    device: str = "cpu"  # cpu | cuda | auto
+    eval_precision: str = "fp32"  # bf16 took ~0.6x the time here, same accuracy
+    device: str = "cpu"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -261,6 +259,58 @@ class TrainConfig:
         if "betas" in data:
             data["betas"] = tuple(data["betas"])
         return cls(**data)
+
+
+# The choices of the fields that have a fixed set of them.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
+    "precision": PRECISIONS,
+    "eval_precision": PRECISIONS,
+    "select": SELECTIONS,
+    "device": ("cpu", "cuda", "auto"),
+}
+
+# What each field of TrainConfig does: the one description, printed by `digits train --help`.
+FIELD_HELP = {
+    "model": "network to train (digits models lists them)",
+    "model_options": "options passed to create_model(model, **options)",
+    "val_split": "the last fraction of the training set held out for validation, as Keras' validation_split",
+    "train_limit": "train on the first N training images only (0: all 60,000); for quick runs and tests",
+    "augment": "random distortions of the training digits, e.g. rotate=10,scale=0.1,shift=0.1; 'none' for none",
+    "captures": "copies of each training digit drawn through random capture pipelines (low resolution, "
+    "stretched to fill, thick or thin, either polarity) and read back by digits.reading; validation and test "
+    "stay MNIST's own",
+    "outliers": "non-digit shapes (letters, symbols, scribbles) trained towards the uniform distribution "
+    "(outlier exposure), so the model doubts what is not a digit",
+    "epochs": "passes over the training set",
+    "batch_size": "training images per step",
+    "optimizer": "the optimizer",
+    "lr": "learning rate (the peak of the onecycle schedule)",
+    "momentum": "SGD and RMSprop momentum",
+    "nesterov": "Nesterov momentum (SGD)",
+    "betas": "Adam/AdamW betas, e.g. 0.9,0.999",
+    "eps": "the optimizer's epsilon (Keras' 1e-7; PyTorch's is 1e-8)",
+    "weight_decay": "L2 weight decay (decoupled for AdamW)",
+    "label_smoothing": "share of each target spread over the other classes",
+    "schedule": "learning-rate schedule",
+    "step_every": "step schedule: multiply the learning rate by gamma every this many epochs",
+    "gamma": "step schedule: the factor applied to the learning rate",
+    "warmup": "onecycle schedule: fraction of the steps spent rising to lr",
+    "ema": "decay of a moving average of the weights used for evaluation (0: off)",
+    "patience": "stop after this many epochs without a better validation accuracy (0: never)",
+    "target_accuracy": "stop as soon as validation accuracy reaches this (0: off)",
+    "eval_every": "with target_accuracy: also validate every N steps inside an epoch (0: at epoch ends)",
+    "select": "which epoch's weights the run keeps: the last, or the best on validation",
+    "precision": "autocast dtype of training matmuls and convolutions",
+    "channels_last": "NHWC memory layout (faster convolutions on CPU)",
+    "fused": "on CPU: hand-written passes for the seed network and fastnet's stem",
+    "threads": "torch threads for training (0: torch's default, one per core)",
+    "eval_batch_size": "images per batch in validation and test passes",
+    "eval_precision": "dtype of validation and test passes",
+    "device": "where to train (auto: CUDA when there is one)",
+    "seed": "random seed of initialisation, split, shuffling and augmentation",
+}
 
 
 PRESETS: dict[str, TrainConfig] = {
