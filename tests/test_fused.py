@@ -197,7 +197,10 @@ def test_fused_and_autograd_training_end_alike(mnist, tmp_path, preset, images, 
         # disagree by ~1% on some gradients); then Adam's first steps, about lr times the gradient's sign,
         # spread that. So the same accuracy, from enough steps for it to settle.
         assert len(stems) == 2 and (stems[0] is not None) == (convblocks() is not None)
-    assert abs(runs[0].test.accuracy - runs[1].test.accuracy) < 0.005
+    # Within a point: under half a point apart where this was written (AMD EPYC), 0.53 on an Intel Xeon (other
+    # kernels, other rounding);
+    # a broken fused pass is tens of points off.
+    assert abs(runs[0].test.accuracy - runs[1].test.accuracy) < 0.01
 
 
 def fastnet_with_stem(**options):
