@@ -590,3 +590,11 @@ def test_cli_reads_folders_recursively_and_standard_input(model_dir, mnist, tmp_
     (tmp_path / "empty").mkdir()
     assert main(["predict", str(tmp_path / "empty"), "--model", model]) == 2
     assert "no image files" in capsys.readouterr().err
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    assert main(["read", "-", "--model", model]) == 2
+    assert "none is piped in" in capsys.readouterr().err

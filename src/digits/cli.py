@@ -119,8 +119,8 @@ def _preset_values(name: str, presets: dict[str, Any]) -> str:
 
     def shown(value: Any) -> str:
         if dataclasses.is_dataclass(value):  # the augmentation: its non-default settings, as --augment takes them
-            changed = [f"{f.name}={getattr(value, f.name)}" for f in dataclasses.fields(value)]
-            changed = [c for c, f in zip(changed, dataclasses.fields(value)) if getattr(value, f.name) != f.default]
+            fields = dataclasses.fields(value)
+            changed = [f"{f.name}={getattr(value, f.name)}" for f in fields if getattr(value, f.name) != f.default]
             return ",".join(changed) or "none"
         if isinstance(value, tuple):
             return ",".join(str(v) for v in value)
@@ -323,6 +323,10 @@ def _inputs(names: list[str]) -> tuple[list[str], list[Any]]:
     for name in names:
         path = Path(name)
         if name == "-":
+            if sys.stdin.isatty():
+                raise UsageError(
+                    "- reads an image from standard input, and none is piped in: digits read - < photo.jpg"
+                )
             labels.append("-")
             sources.append(sys.stdin.buffer.read())
         elif path.is_dir():
@@ -618,7 +622,6 @@ _EXTRAS = {
     "onnx": "onnx",
     "onnxscript": "onnx",
     "onnxruntime": "runtime",
-    "sklearn": "bench",
 }
 
 
