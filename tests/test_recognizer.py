@@ -476,17 +476,18 @@ def test_digits_that_fill_or_touch_the_frame_are_read(recognizer, mnist):
     # MNIST test digits cropped to their ink (either polarity) and scanned at 16x16 or 8x8 stretched to fill:
     # before the noise estimate ignored the ink, 54%, 55%, 27% (and 15%) of these were read right; 93%,
     # 90%, 83% with it and the polarity vote; 97%, 94.5%, 91.5% and 75% with the polarity settled by
-    # reading and a model trained on captured copies (the 8x8 scans: 48% before).
+    # reading and a model trained on captured copies (the 8x8 scans: 48% before); 99.5%, 99.5%, 98% and
+    # 93.5% with the lighting settled by reading too.
     digits, labels = mnist.test_images[:200], mnist.test_labels[:200]
     dark = [domains.dark_on_light(domains.enlarge(domains.ink_box(d), 4)) for d in digits]
     light = [domains.enlarge(domains.ink_box(d), 4) for d in digits]
     scanned = [domains.low_resolution(d, 16) for d in digits]
     coarse = [domains.low_resolution(d, 8) for d in digits]
     cases = (
-        ("cropped, dark ink", dark, 0.93),
-        ("cropped, light ink", light, 0.9),
-        ("16x16 scans", scanned, 0.87),
-        ("8x8 scans", coarse, 0.68),
+        ("cropped, dark ink", dark, 0.97),
+        ("cropped, light ink", light, 0.97),
+        ("16x16 scans", scanned, 0.95),
+        ("8x8 scans", coarse, 0.9),
     )
     for name, pictures, bar in cases:
         right = np.mean([recognizer.predict(p).digit == y for p, y in zip(pictures, labels)])
@@ -527,9 +528,43 @@ def test_a_split_polarity_vote_is_settled_by_reading_both_ways(recognizer, mnist
             by_reading.append(str(trace["polarity"]).startswith("light") == light)
             if not trace["polarity_agreed"]:
                 settled += 1
-                assert set(trace["polarity_trust"]) == {"the vote's", "the other"}  # type: ignore[arg-type]
+                tried = set(trace["settled_by_reading"])  # type: ignore[arg-type]
+                assert {"dark ink, estimated lighting", "light ink, estimated lighting"} <= tried
         assert np.mean(by_reading) >= 0.9 and np.mean(by_reading) >= np.mean(by_vote) + 0.03, (light, by_vote)
         assert settled >= 30
+
+
+def test_lighting_that_took_ink_for_light_is_settled_by_reading(recognizer, mnist):
+    # An 8x8 scan upsampled to 64x64 has strokes 8-16 pixels wide that meet in blots wider than the
+    # opening (closing) that estimates the lighting, so the estimate takes them for light and the digit
+    # comes back in pieces: a 9 read from its loop's right half. When the estimate bends away from a plane,
+    # the picture is also read with the light as a plane fitted to its background, and the way the model
+    # trusts more is kept (on these 200: 80% read right by the estimate alone, 98% settled).
+    from digits.reading.pipeline import prepare
+
+    scans = [domains.low_resolution(d, 8) for d in mnist.test_images[:200]]
+    labels = mnist.test_labels[:200]
+    alone = recognizer.classify(np.stack([_biggest(prepare(p).glyphs) for p in scans]))
+    settled, planar = [], 0
+    for p in scans:
+        trace: dict[str, object] = {}
+        glyphs = recognizer.prepare(p, trace=trace).glyphs
+        settled.append(recognizer.classify(_biggest(glyphs))[0].digit)
+        planar += "planar lighting" in str(trace.get("settled", ""))
+    by_rule = np.mean([a.digit == y for a, y in zip(alone, labels)])
+    by_reading = np.mean(np.array(settled) == labels)
+    assert by_reading >= 0.9 and by_reading >= by_rule + 0.05 and planar >= 50, (by_rule, by_reading, planar)
+
+    # Paper whose light falls off by 75% across the page in a plane: the estimate is not doubted.
+    scene = paper(list(mnist.test_images[1:5]), size=(900, 300), height=120, gradient=0.75, seed=0)
+    trace: dict[str, object] = {}
+    glyphs = recognizer.prepare(scene.image, numbers=True, trace=trace).glyphs
+    assert "settled" not in trace and trace["lighting_bend"] < 0.25 * trace["threshold"], trace  # type: ignore[operator]
+    assert "".join(str(p.digit) for p in recognizer.classify(np.stack([g.image for g in glyphs]))) == "2104"
+
+
+def _biggest(glyphs) -> np.ndarray:  # noqa: ANN001
+    return max(glyphs, key=lambda g: g.box[2] * g.box[3]).image if glyphs else np.zeros((28, 28), np.uint8)
 
 
 def test_narrow_touching_pairs_are_cut_where_the_model_reads_two_digits(recognizer, mnist):

@@ -6,7 +6,7 @@ made of), so a digit is normalised the same way wherever it comes from:
 1. ``load.load_image`` decodes a path, bytes, a PIL image or an array into grayscale float32 in [0, 1],
    applying EXIF orientation and putting transparency on a background that contrasts with the ink.
 2. ``segment.segment`` finds the ink whatever its polarity (dark on paper, light on a dark background),
-   divides out uneven lighting, thresholds above the noise, groups connected components into digits
+   divides out unplanar lighting, thresholds above the noise, groups connected components into digits
    (joining broken strokes, cutting touching digits apart, dropping specks) and orders them line by
    line, left to right. A blank picture gives no digits, never a guess.
 3. ``normalize.to_mnist`` turns each digit into what the model saw in training: light ink on black,
