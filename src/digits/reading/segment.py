@@ -115,15 +115,16 @@ class Glyph:
     box: (x, y, w, h) of its ink, in pixels of the picture as loaded.
     image: (28, 28) uint8, light ink on black: exactly what the model sees.
     line: 0 for the top line of text, 1 for the next, and so on.
-    halves: when asked for (``segment(halves=True)``) and the shape is wide enough to be two digits
-        touching, the two glyphs its cut gives; whether they are two digits or one is for the model to
-        say (:meth:`digits.reading.Recognizer.prepare` keeps the reading it trusts more).
+    cuts: when asked for (``segment(halves=True)``) and the shape is wide enough to be two digits
+        touching, the (left, right) glyphs of each candidate cut; whether it is two digits or one, and
+        where they meet, is for the model to say (:meth:`digits.reading.Recognizer.prepare` keeps the
+        reading it trusts most).
     """
 
     box: tuple[int, int, int, int]
     image: np.ndarray
     line: int
-    halves: tuple[Glyph, Glyph] | None = None
+    cuts: tuple[tuple[Glyph, Glyph], ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -182,7 +183,7 @@ def segment(
     of a broken digit are joined, touching digits are cut apart. ``stroke`` is passed on to
     :func:`to_mnist`. ``dark`` says the ink is darker (True) or lighter (False) than its background;
     None lets the picture's cues vote (see :func:`_dark_ink`). With ``halves``, a shape that may be two
-    digits touching comes with its cut in two (:attr:`Glyph.halves`). Given a dict as ``trace``, every decision
+    digits touching comes with candidate cuts in two (:attr:`Glyph.cuts`). Given a dict as ``trace``, every decision
     taken on the way is written into it (polarity and the cues that voted on it, whether they agreed,
     lighting, noise, threshold, shapes kept): what ``--debug-dir`` shows.
     """
@@ -556,7 +557,7 @@ def _glyphs(
     halves: bool,
 ) -> list[Glyph]:
     """Cut a shape into digits (several when digits touch) and normalise each like MNIST; with ``halves``,
-    a shape that may be two digits touching also comes cut in two (:attr:`Glyph.halves`).
+    a shape that may be two digits touching also comes with candidate cuts in two (:attr:`Glyph.cuts`).
 
     What is left too small, or much wider than tall (a dash, a rule, a scribble with no place to
     cut), is not a digit and gives nothing.
@@ -578,36 +579,43 @@ def _glyphs(
 
     glyphs = [g for a, b in columns if (g := cut_out(a, b, len(columns) > 1)) is not None]
     if halves and len(columns) == 1 and len(glyphs) == 1:
-        pair = _split_columns(region, line_height, narrow=True)
-        if len(pair) == 2:
-            left, right = (cut_out(a, b, True) for a, b in pair)
+        cuts = []
+        for cut in _pair_cuts(region, line_height):
+            left, right = cut_out(0, cut, True), cut_out(cut, region.shape[1], True)
             if left is not None and right is not None:
-                glyphs = [dataclasses.replace(glyphs[0], halves=(left, right))]
+                cuts.append((left, right))
+        glyphs = [dataclasses.replace(glyphs[0], cuts=tuple(cuts))]
     return glyphs
 
 
-def _split_columns(region: np.ndarray, line_height: float, *, narrow: bool = False) -> list[tuple[int, int]]:
+def _pair_cuts(region: np.ndarray, line_height: float) -> list[int]:
+    """Columns where a shape might be two narrow digits touching ("17", "50"), left to right: none when it is
+    no wider than _NARROW_PAIR_WIDTH of its height; else its thinnest column between 20% and 80% of its
+    width and every tenth of its width from 20% to 80% (a 1 beside a wide digit meets it far from the
+    middle, and the thinnest column is often inside a digit). The model judges each cut, not a rule."""
+    h, w = region.shape
+    if w <= _NARROW_PAIR_WIDTH * max(float(h), line_height):
+        return []
+    lo, hi = int(_NARROW_CUT_WINDOW[0] * w), int(_NARROW_CUT_WINDOW[1] * w) + 1
+    profile = np.convolve(np.count_nonzero(region, axis=0).astype(np.float32), np.ones(3, np.float32) / 3, "same")
+    cost = profile[lo:hi] + 1e-3 * np.abs(np.arange(lo, hi) - w / 2)
+    thinnest = lo + int(np.argmin(cost))
+    tenths = (round(f * w) for f in np.arange(_NARROW_CUT_WINDOW[0], _NARROW_CUT_WINDOW[1] + 0.01, 0.1))
+    return sorted({thinnest, *(c for c in tenths if 0 < c < w)})
+
+
+def _split_columns(region: np.ndarray, line_height: float) -> list[tuple[int, int]]:
     """Column ranges of the digits in a shape: one, or several when it is far wider than a digit.
 
     A digit is at most about 0.8 of its height wide, so a shape wider than 1.25 heights is touching
     digits. Each cut goes through the column with the least ink near where an even split would put
     it, provided that column is a narrow junction between fuller ones: a bar has none, and is not
-    cut. With ``narrow``, a shape more than _NARROW_PAIR_WIDTH of its height wide is cut in two at its thinnest column
-    between 20% and 80% of its width, junction or not: the cut two touching digits would need, which a
-    single digit offers too (the model decides which it is).
+    cut. (Narrower shapes that may be two digits are offered cuts by :func:`_pair_cuts`.)
     """
     h, w = region.shape
     height = max(float(h), line_height)
     profile = np.count_nonzero(region, axis=0).astype(np.float32)
     profile = np.convolve(profile, np.ones(3, np.float32) / 3, mode="same")
-    if narrow:
-        if w <= _NARROW_PAIR_WIDTH * height:
-            return [(0, w)]
-        # A 1 beside a wide digit meets it far from the middle; the model judges the cut, not a junction rule.
-        lo, hi = int(_NARROW_CUT_WINDOW[0] * w), int(_NARROW_CUT_WINDOW[1] * w) + 1
-        cost = profile[lo:hi] + 1e-3 * np.abs(np.arange(lo, hi) - w / 2)
-        cut = lo + int(np.argmin(cost))
-        return [(0, cut), (cut, w)]
     if w <= _TOUCHING_WIDTH * height:
         return [(0, w)]
     n = max(2, round(w / (_DIGIT_WIDTH * height)))
