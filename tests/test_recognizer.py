@@ -17,6 +17,7 @@ import sys
 import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -28,7 +29,7 @@ from digits.reading import FileResult, Prediction, Reading, Recognizer, find_mod
 from digits.reading.calibration import softmax
 from digits.reading.results import LOW_CONFIDENCE, NO_DIGIT, UNLIKE_A_DIGIT
 from digits.spec import SHIPPED_ONNX, SHIPPED_SAFETENSORS
-from digits.testing import domains
+from digits.testing import domains, scenes
 from digits.testing.scenes import encode, font_digit, jpeg_roundtrip, paper, rgba_drawing, stroke_digit
 
 # --------------------------------------------------------------------------------------------------
@@ -636,3 +637,52 @@ def test_cli_reads_folders_recursively_and_standard_input(model_dir, mnist, tmp_
     monkeypatch.setattr(sys, "stdin", Terminal())
     assert main(["read", "-", "--model", model]) == 2
     assert "none is piped in" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------
+# Paper in a bigger picture
+
+
+def _page_photos() -> dict[str, np.ndarray]:
+    page = paper([font_digit(d) for d in (2, 0, 2, 6)], size=(900, 400), height=140, origin=(120, 120), seed=1).image
+    photos = {f"turned {d} degrees, dark corners": scenes.rotated(page, d) for d in (4, -7, 12)}
+    photos.update({f"scanner edge {s}": scenes.scanner_edge(page, sides=s) for s in ("l", "lt")})
+    for degrees, tilt in ((0, 0.0), (12, 0.0), (-25, 0.0), (5, 0.2)):
+        photos[f"on a desk, {degrees} degrees, tilt {tilt}"] = scenes.on_desk(page, degrees=degrees, tilt=tilt, seed=2)
+    photos["a 3148x2404 photo on a desk"] = scenes.on_desk(page, size=(3148, 2404), degrees=3, seed=4)
+    return photos
+
+
+def test_numbers_on_paper_in_a_bigger_picture_are_read_inside_the_page(recognizer, model_dir):
+    # Without the page: "1\n120261\n1", "12026" (an edge read as a 1 at 1.00), and "?" for paper on a desk.
+    blind = Recognizer.load(model_dir, backend="onnx", find_pages=False)
+    misread = 0
+    for name, photo in _page_photos().items():
+        trace: dict[str, object] = {}
+        glyphs = recognizer.prepare(photo, numbers=True, trace=trace).glyphs
+        reading = recognizer.read(photo)
+        assert reading.text == "2026", (name, reading.text, trace.get("settled_by_reading"))
+        assert trace["settled"] == "the page found" and len(trace["page"]) == 4, name  # type: ignore[arg-type]
+        # Every box is on the page, in the picture's pixels, left to right.
+        corners = np.asarray(trace["page"], np.float32).reshape(-1, 1, 2)
+        for g in glyphs:
+            x, y, w, h = g.box
+            assert cv2.pointPolygonTest(corners, (x + w / 2, y + h / 2), False) >= 0, (name, g.box)
+        assert [g.box[0] for g in glyphs] == sorted(g.box[0] for g in glyphs) or "desk" in name
+        misread += blind.read(photo).text != "2026"
+    assert misread >= 6  # what the page finder is for
+
+
+def test_cli_page_switch_and_the_page_in_the_debug_folder(model_dir, tmp_path, capsys):
+    photo = tmp_path / "edge.png"
+    page = paper([font_digit(d) for d in (2, 0, 2, 6)], size=(900, 400), height=140, origin=(120, 120), seed=1).image
+    Image.fromarray(scenes.scanner_edge(page, sides="l")).save(photo)
+    model = str(model_dir / "model.onnx")
+    assert main(["read", str(photo), "--model", model, "--debug-dir", str(tmp_path / "dbg")]) == 0
+    assert capsys.readouterr().out.strip() == f"{photo}: 2026"
+    decisions = json.loads((tmp_path / "dbg" / "000_edge" / "decisions.json").read_text())
+    assert decisions["settled"] == "the page found" and len(decisions["page"]) == 4
+    boxes = np.asarray(Image.open(tmp_path / "dbg" / "000_edge" / "boxes.png"))
+    assert (boxes[..., 1] == 200).any() and (boxes[..., 0] == 0).any()  # the page drawn in green
+    assert main(["read", str(photo), "--model", model, "--no-page"]) == 0
+    assert capsys.readouterr().out.strip() == f"{photo}: 12026"  # the edge read as a 1

@@ -308,7 +308,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 def _load_recognizer(args: argparse.Namespace) -> Any:
     from digits.reading import Recognizer
 
-    return Recognizer.load(args.model, backend=args.backend, threshold=args.threshold)
+    return Recognizer.load(args.model, backend=args.backend, threshold=args.threshold, find_pages=args.page)
 
 
 # What `digits read DIR` picks up in a folder (and its subfolders).
@@ -555,6 +555,13 @@ def _reading_args(sp: argparse.ArgumentParser) -> None:
         "--json",
         action="store_true",
         help="print one JSON list with an object per image; an image that failed has an 'error' entry",
+    )
+    sp.add_argument(
+        "--page",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also read inside a page found on a darker surround (paper on a desk, a scanner's edge, a turned "
+        "page's dark corners), straightened; what lies beyond it is never read as digits (default: on)",
     )
     sp.add_argument("--debug-dir", metavar="DIR", help="save the 28x28 images the model saw, and boxes.png")
 

@@ -86,9 +86,9 @@ def save_debug(
 
     Writes glyph_<index>_line<line>.png for every glyph (its 28x28 image, enlarged 4 times with
     nearest neighbour so the pixels stay visible); when the loaded picture ``gray`` is given,
-    boxes.png with every glyph's box and index drawn on it; when a ``trace`` of :func:`prepare` is
-    given, decisions.json: the polarity and the cues that voted on it, lighting, noise, threshold and
-    the shapes kept. Returns the paths written.
+    boxes.png with every glyph's box and index drawn on it (and the page found, if the trace has one);
+    when a ``trace`` of :func:`prepare` is given, decisions.json: the polarity and the cues that voted on
+    it, lighting, noise, threshold and the shapes kept. Returns the paths written.
     """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -102,6 +102,9 @@ def save_debug(
     if gray is not None:
         canvas = cv2.cvtColor(np.clip(gray * 255.0 + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2RGB)
         thickness = max(1, min(gray.shape) // 300)
+        if trace is not None and "page" in trace:  # the page found, in green
+            corners = np.round(np.asarray(trace["page"], np.float32)).astype(np.int32)
+            cv2.polylines(canvas, [corners.reshape(-1, 1, 2)], True, (0, 200, 0), thickness)
         for i, g in enumerate(glyphs):
             x, y, w, h = g.box
             cv2.rectangle(canvas, (x, y), (x + w - 1, y + h - 1), (255, 0, 0), thickness)

@@ -30,6 +30,7 @@ from digits.errors import ConfigError, ImageError, ModelFileError
 from digits.reading.backends import Backend, find_model, open_backend
 from digits.reading.calibration import DigitShapes, softmax
 from digits.reading.load import ImageSource
+from digits.reading.page import Page, find_page
 from digits.reading.pipeline import Prepared, prepare
 from digits.reading.results import (
     DEFAULT_THRESHOLD,
@@ -56,6 +57,7 @@ _DOUBTED_LIGHTING = 0.5
 # digits are doubted for their shape and 3-6% on the low-resolution dev sets; at 1.5, 0.4% and 2-3%, with
 # the threshold raised from 0.7 to 0.8 to keep doubting letters (dev font letters 78% -> 81% doubted).
 _SHAPE_LIMIT = 1.5
+_PAGE = "the page found"  # the way that reads inside a page found
 # A shape is cut in two when both halves are read with this much more confidence than the whole.
 _CUT_MARGIN = 0.05
 # A picture with at least this many shapes, most of them doubtful, is read as texture, not writing.
@@ -77,6 +79,7 @@ class Recognizer:
         source: Path,
         threshold: float = DEFAULT_THRESHOLD,
         shapes: DigitShapes | None = None,
+        find_pages: bool = True,
     ) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ConfigError(f"threshold must be in [0, 1], got {threshold}")
@@ -88,6 +91,7 @@ class Recognizer:
         self.threshold = threshold
         self.temperature = temperature
         self.shapes = shapes
+        self.find_pages = find_pages
 
     def __repr__(self) -> str:
         meta = self._backend.meta
@@ -104,6 +108,7 @@ class Recognizer:
         backend: str = "auto",
         threshold: float = DEFAULT_THRESHOLD,
         shape_check: bool = True,
+        find_pages: bool = True,
         threads: int | None = None,
     ) -> Recognizer:
         """Load a model: None for the one shipped in the package, or a run directory, a
@@ -113,6 +118,7 @@ class Recognizer:
         directory), or "auto": onnxruntime when there is an ONNX file for the model, else torch.
         threshold: calibrated confidence below which a digit is marked uncertain.
         shape_check: also mark uncertain what does not look like a handwritten digit.
+        find_pages: also read inside a page found on a darker surround (a sheet on a desk, a scanner's edge).
         threads: CPU threads for inference (default: the runtime's choice).
         """
         kind, path = find_model(model, backend)
@@ -125,7 +131,7 @@ class Recognizer:
                     "(or load with shape_check=False, and letters and scribbles will pass for digits)"
                 )
             shapes = DigitShapes.load(SHIPPED_SHAPES)  # ModelFileError when it is not one
-        return cls(runner, source=path, threshold=threshold, shapes=shapes)
+        return cls(runner, source=path, threshold=threshold, shapes=shapes, find_pages=find_pages)
 
     @property
     def backend(self) -> str:
@@ -245,18 +251,24 @@ class Recognizer:
 
     def _settle(self, prepared: Prepared, halves: bool, trace: Trace) -> Prepared:
         """``prepared``, or the picture segmented another way when a rule could not decide and that way reads
-        better. Two decisions are left to reading:
+        better. Three decisions are left to reading:
 
         * the polarity, when its three cues disagreed: a wrong polarity finds the background's pieces;
         * the lighting, when its estimate bends away from a plane by more than half the ink threshold. The
           estimate (a morphological opening, or closing for dark ink, wider than a stroke) tells light from
-          ink by size, which an upsampled low-resolution scan defeats, its blurred strokes meeting in blots wider
-          than the kernel: the ink is taken for light, and the digit comes back in pieces. So the picture is
-          also read with the light as a plane fitted to its background; on a photo with real shading, that
-          way finds blotches, which read as doubtful.
+          ink by size, which an upsampled low-resolution scan defeats, its blurred strokes meeting in blots
+          wider than the kernel: the ink is taken for light, and the digit comes back in pieces. So the
+          picture is also read with the light as a plane fitted to its background; on a photo with real
+          shading, that way finds blotches, which read as doubtful;
+        * the page, when :func:`digits.reading.page.find_page` finds one (a sheet on a desk, a scan with the
+          scanner's bed showing, a turned page with dark corners): the page straightened, its surround
+          painted paper, is read too, its digits' boxes mapped back to the picture. A light digit on
+          black can pass for a page, so whether it is one is for reading to say.
 
         Each way's digits are read, and the way whose digits the model trusts more is kept (ties: the
-        rules' own). ``trace`` gets every way's trust (``settled_by_reading``) and the one kept (``settled``).
+        rules' own); when a page was found and read, a way that found digits beyond it is out. ``trace``
+        gets every way's trust (``settled_by_reading``), the one kept (``settled``), and when a page was
+        found its corners (``page``) and the ways that read beyond it (``read_beyond_the_page``).
         """
         if "polarity" not in trace:
             return prepared
@@ -264,7 +276,8 @@ class Recognizer:
         darks = [voted_dark] if trace.get("polarity_agreed", True) else [voted_dark, not voted_dark]
         doubted = trace.get("lighting_bend", 0.0) > _DOUBTED_LIGHTING * trace.get("threshold", 0.0)
         ways = [(dark, plane) for plane in ((False, True) if doubted else (False,)) for dark in darks]
-        if len(ways) == 1:
+        page = find_page(prepared.gray) if self.find_pages else None
+        if len(ways) == 1 and page is None:
             return prepared
         tried: list[tuple[str, float, Prepared, Trace]] = []
         for dark, plane in ways:
@@ -275,7 +288,18 @@ class Recognizer:
             way: Trace = {}
             glyphs = tuple(segment(prepared.gray, dark=dark, plane_light=plane, halves=halves, trace=way))
             tried.append((name, self._trust(glyphs), Prepared(prepared.gray, glyphs), way))
-        name, _, chosen, chosen_trace = max(tried, key=lambda t: t[1])  # max keeps the first of equals
+        if page is not None:
+            trace["page"] = page.corners.round(1).tolist()
+            way = {}
+            glyphs = tuple(_on_picture(g, page) for g in segment(page.gray, dark=True, halves=halves, trace=way))
+            tried.append((_PAGE, self._trust(glyphs), Prepared(prepared.gray, glyphs), way))
+        eligible = tried
+        if page is not None and tried[-1][2].glyphs:
+            # A scanner's edge, a turned page's filled corners, a desk: what lies beyond the page is never
+            # ink, however confidently it reads (an edge reads as a 1), so a way that read any is out.
+            eligible = [t for t in tried if t[0] == _PAGE or all(page.holds(g.box) for g in t[2].glyphs)]
+            trace["read_beyond_the_page"] = [t[0] for t in tried if t not in eligible]
+        name, _, chosen, chosen_trace = max(eligible, key=lambda t: t[1])  # max keeps the first of equals
         if chosen_trace is not trace:
             trace.update({k: v for k, v in chosen_trace.items() if k not in ("polarity_votes", "polarity_agreed")})
         if len(darks) > 1:
@@ -369,6 +393,12 @@ class Recognizer:
 
 
 _EMPTY = np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+
+
+def _on_picture(g: Glyph, page: Page) -> Glyph:
+    """A glyph found on a straightened page, its box (and its cuts' boxes) in the picture's pixels."""
+    cuts = tuple((_on_picture(a, page), _on_picture(b, page)) for a, b in g.cuts)
+    return dataclasses.replace(g, box=page.box_in_picture(g.box), cuts=cuts)
 
 
 def _nothing() -> Prediction:

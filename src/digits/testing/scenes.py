@@ -201,3 +201,58 @@ def jpeg_roundtrip(image: np.ndarray, quality: int = 75) -> np.ndarray:
     """``image`` after being saved as a JPEG of the given quality and decoded again."""
     with Image.open(io.BytesIO(encode(image, "JPEG", quality=quality))) as im:
         return np.asarray(im.convert(Image.fromarray(image).mode))
+
+
+# --------------------------------------------------------------------------------------------------
+# Paper in a bigger picture: what a camera or a scanner adds around a page
+
+
+def rotated(image: np.ndarray, degrees: float, *, fill: int = 20) -> np.ndarray:
+    """``image`` (a page, grayscale uint8) turned by ``degrees`` counter-clockwise about its centre, the
+    corners it uncovers filled with ``fill`` (a scanner's or an editor's dark fill), the same size."""
+    h, w = image.shape[:2]
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    return cv2.warpAffine(image, turn, (w, h), flags=cv2.INTER_LINEAR, borderValue=fill)
+
+
+def scanner_edge(image: np.ndarray, *, sides: str = "l", width: int = 6, value: int = 25) -> np.ndarray:
+    """``image`` with a dark band ``width`` pixels wide along the given sides ("l", "t", "r", "b"): the lid's
+    shadow or the scanner bed beyond the page."""
+    out = image.copy()
+    for side in sides:
+        band = {"l": np.s_[:, :width], "r": np.s_[:, -width:], "t": np.s_[:width, :], "b": np.s_[-width:, :]}[side]
+        out[band] = value
+    return out
+
+
+def on_desk(
+    page: np.ndarray,
+    *,
+    size: tuple[int, int] = (1600, 1200),
+    degrees: float = 0.0,
+    tilt: float = 0.0,
+    desk: int = 60,
+    seed: int = 0,
+) -> np.ndarray:
+    """A photo of ``page`` (grayscale uint8) lying on a darker, wood-grained desk, filling about half of a
+    ``size`` (width, height) picture, turned by ``degrees`` and seen at a ``tilt`` (0: from straight above;
+    0.2: its far edge a fifth shorter than its near one)."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    ph, pw = page.shape[:2]
+    scale = 0.6 * min(width / pw, height / ph)
+    w, h = pw * scale, ph * scale
+    cx, cy = width / 2 + rng.uniform(-0.05, 0.05) * width, height / 2 + rng.uniform(-0.05, 0.05) * height
+    corners = np.array([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]], np.float32)
+    corners[:2, 0] *= 1.0 - tilt  # the far edge looks shorter
+    a = np.deg2rad(degrees)
+    turn = np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]], np.float32)
+    corners = corners @ turn.T + np.array([cx, cy], np.float32)
+    source = np.array([[0, 0], [pw, 0], [pw, ph], [0, ph]], np.float32)
+    warp = cv2.getPerspectiveTransform(source, corners)
+    grain = cv2.resize(rng.normal(0, 1, (height // 8, 4)).astype(np.float32), (width, height))
+    wood = desk + 12 * np.sin(np.linspace(0, 40, width, dtype=np.float32))[None, :] * 0.3 + 10 * grain
+    wood += rng.normal(0, 3, (height, width)).astype(np.float32)
+    mask = cv2.warpPerspective(np.ones((ph, pw), np.float32), warp, (width, height), flags=cv2.INTER_LINEAR)
+    paper_ = cv2.warpPerspective(page.astype(np.float32), warp, (width, height), flags=cv2.INTER_LINEAR)
+    return np.clip(mask * paper_ + (1 - mask) * wood, 0, 255).round().astype(np.uint8)
