@@ -439,7 +439,15 @@ def test_cli_predict_and_read(model_dir, mnist, tmp_path, capsys):
     code = main(["read", str(number), str(blank), "--model", model, "--json", "--debug-dir", str(tmp_path / "dbg")])
     rows = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert rows[0]["text"] == text and rows[1] == {"file": str(blank), "text": "", "best": "", "digits": []}
+    blank_row = {"file": str(blank), "text": "", "best": "", "numbers": [], "digits": []}
+    assert rows[0]["text"] == text and rows[1] == blank_row
+    (whole,) = rows[0]["numbers"]  # one number, its box around all its digits
+    assert whole["text"] == text and whole["confidence"] == pytest.approx(
+        np.prod([d["confidence"] for d in rows[0]["digits"]]), abs=1e-5
+    )
+    assert whole["box"][0] == rows[0]["digits"][0]["box"][0] and whole["box"][2] > sum(
+        d["box"][2] for d in rows[0]["digits"]
+    )
     assert [len(d["box"]) for d in rows[0]["digits"]] == [4] * len(text)
     assert {"digit", "confidence", "box", "uncertain"} <= set(rows[0]["digits"][0])
     saved = sorted(p.name for p in (tmp_path / "dbg" / "000_number").iterdir())
@@ -654,7 +662,7 @@ def _page_photos() -> dict[str, np.ndarray]:
 
 
 def test_numbers_on_paper_in_a_bigger_picture_are_read_inside_the_page(recognizer, model_dir):
-    # Without the page: "1\n120261\n1", "12026" (an edge read as a 1 at 1.00), and "?" for paper on a desk.
+    # Without the page: "1\n1 2026 1\n1", "1 2026" (an edge read as a 1 at 1.00), and "?" for paper on a desk.
     blind = Recognizer.load(model_dir, backend="onnx", find_pages=False)
     misread = 0
     for name, photo in _page_photos().items():
@@ -685,4 +693,20 @@ def test_cli_page_switch_and_the_page_in_the_debug_folder(model_dir, tmp_path, c
     boxes = np.asarray(Image.open(tmp_path / "dbg" / "000_edge" / "boxes.png"))
     assert (boxes[..., 1] == 200).any() and (boxes[..., 0] == 0).any()  # the page drawn in green
     assert main(["read", str(photo), "--model", model, "--no-page"]) == 0
-    assert capsys.readouterr().out.strip() == f"{photo}: 12026"  # the edge read as a 1
+    assert capsys.readouterr().out.strip() == f"{photo}: 1 2026"  # the edge read as a 1, a number of its own
+
+
+def test_numbers_apart_on_a_line_are_read_as_numbers_with_their_boxes(recognizer, mnist):
+    # "12 345  67": gaps of a quarter of a digit's height within a number, one and two heights between them.
+    picks = [int(np.flatnonzero(mnist.test_labels == d)[0]) for d in (1, 2, 3, 4, 5, 6, 7)]
+    digits = [mnist.test_images[i] for i in picks]
+    scene = paper(digits, size=(1800, 500), origin=(60, 150), height=150, gap=[35, 160, 35, 35, 300, 35], seed=4)
+    reading = recognizer.read(scene.image)
+    assert reading.text == reading.best == "12 345 67", reading
+    numbers = reading.numbers
+    assert [n["text"] for n in numbers] == ["12", "345", "67"]
+    for number, first, last in zip(numbers, (0, 2, 5), (1, 4, 6)):
+        x, y, w, h = number["box"]
+        assert x == reading.digits[first].box[0] and x + w == sum(reading.digits[last].box[::2])  # type: ignore[index]
+        assert 0 < number["confidence"] <= min(d.confidence for d in reading.digits[first : last + 1])
+    assert reading.to_dict()["numbers"] == numbers

@@ -18,6 +18,11 @@ import numpy as np
 # the fewest right answers doubted and wrong ones trusted on other writers' digits with letters still doubted.
 DEFAULT_THRESHOLD = 0.8
 
+# Two digits of a line further apart than this many times the line's median digit height belong to two
+# numbers, written with a space between them ("12 345"). Digits within a number are rarely more than half
+# a height apart; people leave about a digit's width (0.6-1 height) or more between numbers.
+_SPACE = 0.75
+
 # How many alternatives a reading lists for each digit, most probable first.
 ALTERNATIVES = 3
 
@@ -80,8 +85,9 @@ class Prediction:
 class Reading:
     """The digits of a picture in reading order (top line first, left to right).
 
-    text: the digits as a string, one line of text per line of the picture, joined by newlines;
-        an uncertain digit is written "?", and a picture without digits reads "".
+    text: the digits as a string, one line of text per line of the picture, joined by newlines, and a
+        space where a line's digits are further apart than _SPACE of their height ("12 345"); an
+        uncertain digit is written "?", and a picture without digits reads "".
     digits: one :class:`Prediction` per digit, with its box and line.
     best: the same string with the most probable digit in place of every "?": a guess, for an
         application that would rather have one (``digits[i].top(3)`` are each digit's alternatives).
@@ -104,6 +110,30 @@ class Reading:
         return _joined(self.digits, doubt=None)
 
     @property
+    def numbers(self) -> list[dict[str, Any]]:
+        """Each number (digits of a line with no space between them) in reading order: its ``text`` and
+        ``best`` strings, the ``box`` around its digits, and its ``confidence``: the product of its digits'
+        (the probability that all of them are right, if their errors are independent)."""
+        out = []
+        for group in _groups(self.digits):
+            boxes = np.array([d.box for d in group if d.box is not None]).reshape(-1, 4)
+            box = None
+            if len(boxes):
+                x0, y0 = boxes[:, :2].min(axis=0)
+                x1, y1 = (boxes[:, :2] + boxes[:, 2:]).max(axis=0)
+                box = [int(x0), int(y0), int(x1 - x0), int(y1 - y0)]
+            out.append(
+                {
+                    "text": "".join("?" if d.uncertain else str(d.digit) for d in group),
+                    "best": "".join(str(d.digit) for d in group),
+                    "box": box,
+                    "line": group[0].line,
+                    "confidence": round(float(np.prod([d.confidence for d in group])), 6),
+                }
+            )
+        return out
+
+    @property
     def uncertain(self) -> bool:
         """True when some digit is uncertain or nothing was found."""
         return not self.digits or any(d.uncertain for d in self.digits)
@@ -113,6 +143,7 @@ class Reading:
         return {
             "text": self.text,
             "best": self.best,
+            "numbers": self.numbers,
             "digits": [
                 {
                     "digit": d.digit,
@@ -128,12 +159,33 @@ class Reading:
         }
 
 
-def _joined(digits: tuple[Prediction, ...], doubt: str | None) -> str:
-    """Each line's digits as a string, lines joined by newlines; an uncertain digit is ``doubt`` (if given)."""
-    lines: dict[int, str] = {}
+def _groups(digits: tuple[Prediction, ...]) -> list[list[Prediction]]:
+    """The digits split into numbers: by line, and where two neighbours on a line are further apart than
+    _SPACE of the line's median digit height."""
+    groups: list[list[Prediction]] = []
+    lines: dict[int, list[Prediction]] = {}
     for d in digits:
-        lines[d.line] = lines.get(d.line, "") + (doubt if doubt is not None and d.uncertain else str(d.digit))
-    return "\n".join(lines[k] for k in sorted(lines))
+        lines.setdefault(d.line, []).append(d)
+    for line in (lines[k] for k in sorted(lines)):
+        heights = [d.box[3] for d in line if d.box is not None]
+        space = _SPACE * float(np.median(heights)) if heights else float("inf")
+        groups.append([line[0]])
+        for left, right in zip(line, line[1:]):
+            apart = left.box is not None and right.box is not None and right.box[0] - (left.box[0] + left.box[2])
+            if apart and apart > space:
+                groups.append([])
+            groups[-1].append(right)
+    return groups
+
+
+def _joined(digits: tuple[Prediction, ...], doubt: str | None) -> str:
+    """Each line's numbers as a string, a space between numbers, lines joined by newlines; an uncertain
+    digit is ``doubt`` (if given)."""
+    lines: dict[int, list[str]] = {}
+    for group in _groups(digits):
+        text = "".join(doubt if doubt is not None and d.uncertain else str(d.digit) for d in group)
+        lines.setdefault(group[0].line, []).append(text)
+    return "\n".join(" ".join(lines[k]) for k in sorted(lines))
 
 
 @dataclass(frozen=True, eq=False)
