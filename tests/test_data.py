@@ -164,6 +164,53 @@ def test_bad_cached_file_is_reported_and_refetched(
     assert np.bincount(loaded.test_labels).tolist() == TEST_COUNTS
 
 
+def sparse_file(path: Path, size: int = 2 * 10**9) -> Path:
+    """A file of ``size`` bytes that is one hole: made at once, takes no disk, reads as zeros."""
+    with path.open("wb") as f:
+        f.truncate(size)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("file", "expected"),
+    [
+        ("train-images-idx3-ubyte", "train-images-idx3-ubyte is 47,040,016 bytes"),
+        ("t10k-labels-idx1-ubyte.gz", "the official t10k-labels-idx1-ubyte.gz is 4,542 bytes"),
+    ],
+)
+def test_huge_file_in_from_dir_is_refused_by_its_size_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, file: str, expected: str
+) -> None:
+    src, cache = tmp_path / "src", tmp_path / "cache"
+    src.mkdir()
+    huge = sparse_file(src / file)  # read whole, it was a MemoryError on a small machine
+    only_folder(monkeypatch)
+
+    with pytest.raises(DataError) as err:
+        fetch_mnist(cache, from_dir=src, log=lambda line: None)
+    message = str(err.value)
+    assert f"{huge} is 2,000,000,000 bytes, but {expected}" in message
+    assert "Delete it and fetch MNIST again" in message
+    assert list(cache.iterdir()) == []
+
+
+def test_huge_file_in_the_cache_is_refused_by_its_size_and_fetched_again(
+    mnist_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    huge = sparse_file(cache / "t10k-labels-idx1-ubyte")
+    only_folder(monkeypatch)
+    lines: list[str] = []
+
+    loaded = load_mnist(cache, from_dir=mnist_dir, log=lines.append)
+    rejected = [line for line in lines if line.startswith("cached file rejected")]
+    assert len(rejected) == 1
+    assert f"{huge} is 2,000,000,000 bytes, but t10k-labels-idx1-ubyte is 10,008 bytes" in rejected[0]
+    assert huge.stat().st_size == 10_008  # replaced by the verified copy
+    assert np.bincount(loaded.test_labels).tolist() == TEST_COUNTS
+
+
 # --- sources ---------------------------------------------------------------------------------------
 
 

@@ -32,13 +32,8 @@ import numpy as np
 from digits.errors import DataError
 from digits.spec import IMAGE_SIZE
 
-from .cache import sha256_hex
+from .cache import SIZES, max_gz_size, read_bounded, sha256_hex
 from .idx import encode_idx
-
-# The largest MNIST file (training images) is 47,040,016 bytes; anything much bigger is not MNIST,
-# and stopping there keeps a hostile .gz from filling memory.
-MAX_IDX_BYTES = 48_000_000
-MAX_GZ_BYTES = 20_000_000  # the largest .gz is about 9.9 MB
 
 MIRRORS = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -78,18 +73,24 @@ def offline() -> bool:
     return os.environ.get("DIGITS_OFFLINE", "") not in ("", "0")
 
 
-def gunzip(data: bytes, *, origin: str) -> bytes:
-    """Decompress a .gz, refusing truncated, corrupted or implausibly large ones."""
+def gunzip(data: bytes, name: str, *, origin: str) -> bytes:
+    """Decompress a .gz of the MNIST file ``name``, refusing truncated, corrupted or too large ones.
+
+    Decompression stops one byte past the raw file's size, so a hostile .gz cannot fill memory.
+    """
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
-            out = f.read(MAX_IDX_BYTES + 1)
+            out = f.read(SIZES[name] + 1)
     except (OSError, EOFError) as err:  # BadGzipFile and zlib.error are OSError subclasses
         raise DataError(
             f"{origin} is not a complete gzip file ({err}): it is truncated or corrupted; "
             "delete it and download it again"
         ) from err
-    if len(out) > MAX_IDX_BYTES:
-        raise DataError(f"{origin} decompresses to more than {MAX_IDX_BYTES} bytes; it is not an MNIST file")
+    if len(out) > SIZES[name]:
+        raise DataError(
+            f"{origin} decompresses to more than {SIZES[name]:,} bytes, the size of {name}: it is not an MNIST file; "
+            "delete it and download it again"
+        )
     return out
 
 
@@ -111,17 +112,18 @@ class FolderSource:
         problems = []
         for n in names:
             raw, gz = self.folder / n, self.folder / f"{n}.gz"
-            if raw.is_file():  # prefer the raw file: nothing to decompress
-                yield n, raw.read_bytes()
-            elif gz.is_file():
-                try:
-                    data = gunzip(gz.read_bytes(), origin=str(gz))
-                except DataError as err:
-                    problems.append(str(err))
+            try:
+                if raw.is_file():  # prefer the raw file: nothing to decompress
+                    data = read_bounded(raw, n)
+                elif gz.is_file():
+                    data = gunzip(read_bounded(gz, n, gz=True), n, origin=str(gz))
+                else:
+                    problems.append(f"no {n} (raw or .gz) in {self.folder}")
                     continue
-                yield n, data
-            else:
-                problems.append(f"no {n} (raw or .gz) in {self.folder}")
+            except DataError as err:  # a file whose size or gzip says it is not MNIST
+                problems.append(str(err))
+                continue
+            yield n, data
         if problems:
             raise DataError("; ".join(problems))
 
@@ -166,12 +168,12 @@ class HttpsMirror:
             url = f"{self.base_url}{n}.gz"
             try:
                 with opener.open(url, timeout=HTTPS_TIMEOUT_S) as response:
-                    gz = response.read(MAX_GZ_BYTES + 1)
+                    gz = response.read(max_gz_size(n) + 1)
             except (OSError, http.client.HTTPException) as err:  # URLError, timeouts, cut connections
                 raise DataError(f"{n}.gz: {err}") from err
-            if len(gz) > MAX_GZ_BYTES:
-                raise DataError(f"{url}: more than {MAX_GZ_BYTES} bytes; not an MNIST file")
-            yield n, gunzip(gz, origin=url)
+            if len(gz) > max_gz_size(n):
+                raise DataError(f"{url}: more than {max_gz_size(n):,} bytes; not an MNIST file")
+            yield n, gunzip(gz, n, origin=url)
 
 
 @dataclass(frozen=True)
