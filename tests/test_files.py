@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import inspect
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -29,13 +31,50 @@ def test_a_failed_write_leaves_the_old_file_and_no_partial_one(tmp_path: Path, m
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "fsync", fail)  # the bytes are written, then flushing them "fails"
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(errors.WriteError, match=f"could not write {target}: disk full"):
         write_bytes(target, b"x" * 100_000)
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
     assert target.read_bytes() == b"old"
     monkeypatch.undo()
     write_bytes(target, b"new")
     assert target.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_a_full_disk_is_a_write_error_naming_the_file_and_the_old_file_stays(tmp_path: Path):
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"old")
+
+    def writer(tmp: Path) -> None:
+        tmp.write_bytes(b"the first half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(errors.WriteError) as err:
+        atomic_write(target, writer)
+    assert isinstance(err.value, OSError) and err.value.errno == errno.ENOSPC  # `except OSError` still catches it
+    message = str(err.value)
+    assert message.startswith(f"could not write {target}: the disk is full (ENOSPC), ")
+    assert "free there" in message and "free some space" in message
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_no_room_for_the_temporary_file_is_a_write_error_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    def full(**kwargs: object) -> tuple[int, str]:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+    with pytest.raises(errors.WriteError, match=r"could not write .*run\.json: the disk is full \(ENOSPC\)"):
+        write_json(tmp_path / "run.json", {"a": 1})
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_writers_own_errors_pass_through_unchanged(tmp_path: Path):
+    def writer(tmp: Path) -> None:  # e.g. a compiler that is not installed: not the disk refusing anything
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), "cc")
+
+    with pytest.raises(FileNotFoundError) as err:
+        atomic_write(tmp_path / "kernel.so", writer)
+    assert not isinstance(err.value, errors.WriteError)
+    assert not list(tmp_path.iterdir())
 
 
 def test_an_interrupted_writer_leaves_nothing_and_its_exception(tmp_path: Path):

@@ -1,10 +1,17 @@
+import errno
+import io
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 import digits.train.loop as train_mod
-from digits.errors import RunError
+from digits.errors import RunError, WriteError
 from digits.models import create_model
 from digits.models.layers import dct_filters
 from digits.models.weights import load_weights
@@ -273,6 +280,126 @@ def test_the_checkpoint_is_one_typed_state_with_the_keys_it_always_had(tmp_path)
     torch.save(raw, tmp_path / "old.pt")
     with pytest.raises(RunError, match="another version"):
         TrainState.load(tmp_path / "old.pt")
+
+
+class FullDisk(io.RawIOBase):
+    """A new file at ``path`` with room for ``room`` bytes; a write past that fails as on a full disk."""
+
+    def __init__(self, path: Path, room: int) -> None:
+        self.file = open(path, "wb", buffering=0)  # noqa: SIM115 (closed by close)
+        self.room = room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.file.write(data)
+
+    def close(self) -> None:
+        self.file.close()
+        super().close()
+
+
+def _assert_only(folder: Path, name: str) -> None:
+    assert [p.name for p in folder.iterdir()] == [name], "a temporary or partial file was left behind"
+
+
+def test_a_full_disk_while_saving_a_checkpoint_keeps_the_last_one(tmp_path, monkeypatch):
+    import digits.train.checkpoint as checkpoint
+
+    path = tmp_path / CHECKPOINT_NAME
+    state = checkpoint.TrainState(SMALL, "seed", 1, 2.5, [{"epoch": 1}], {"w": torch.ones(2)}, {}, None)
+    state.save(path)
+    state.epoch, state.model = 2, {"w": torch.zeros(100_000)}
+    # The real torch.save, writing to a file that fills up after 1,000 bytes: torch raises "RuntimeError:
+    # [enforce fail at inline_container.cc] ... unexpected pos", the disk's OSError behind it.
+    monkeypatch.setattr(checkpoint, "open", lambda file, *args, **kwargs: FullDisk(file, 1000), raising=False)
+    with pytest.raises(WriteError) as err:
+        state.save(path)
+    assert err.value.errno == errno.ENOSPC
+    assert str(err.value).startswith(f"could not write {path}: the disk is full (ENOSPC)")
+    assert checkpoint.TrainState.load(path).epoch == 1
+    _assert_only(tmp_path, CHECKPOINT_NAME)
+
+    def fails_inside(obj, f) -> None:  # the same RuntimeError, with no OSError to say why
+        f.write(b"PK half a zip")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.undo()
+    monkeypatch.setattr(torch, "save", fails_inside)
+    with pytest.raises(WriteError, match=rf"could not write {path}: torch.save could not write the whole file"):
+        state.save(path)
+    assert checkpoint.TrainState.load(path).epoch == 1
+    _assert_only(tmp_path, CHECKPOINT_NAME)
+
+    monkeypatch.setattr(torch, "save", lambda obj, f: 1 / 0)  # not a write failure: a bug, shown as one
+    with pytest.raises(ZeroDivisionError):
+        state.save(path)
+    _assert_only(tmp_path, CHECKPOINT_NAME)
+
+
+def test_a_full_disk_while_saving_the_weights_keeps_the_old_file(tmp_path, monkeypatch):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    from digits.models.weights import save_weights
+
+    path = tmp_path / "model.safetensors"
+    save_weights(create_model("seed"), path, "seed", {}, test_accuracy=0.5)
+
+    def full(tensors, filename, metadata=None) -> None:  # what safetensors raises when the disk is full
+        Path(filename).write_bytes(b"half a file")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(WriteError) as err:
+        save_weights(create_model("seed"), path, "seed", {}, test_accuracy=0.9)
+    assert err.value.errno == errno.ENOSPC
+    assert str(err.value).startswith(f"could not write {path}: the disk is full (ENOSPC)")
+    assert load_weights(path)[1]["test_accuracy"] == 0.5
+    _assert_only(tmp_path, "model.safetensors")
+
+
+_FILE_SIZE_LIMIT = """
+import resource, signal, sys
+from pathlib import Path
+import torch
+from digits.errors import WriteError
+from digits.models import create_model
+from digits.models.weights import save_weights
+from digits.train.checkpoint import TrainState
+from digits.train.config import get_preset
+
+out = Path(sys.argv[1])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG instead of killing
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))  # seed's 694k weights: 2.8 MB
+model = create_model("seed")
+writes = {
+    "checkpoint": lambda: TrainState(get_preset("seed"), "seed", model=model.state_dict()).save(out / "c.pt"),
+    "weights": lambda: save_weights(model, out / "w.safetensors", "seed", {}),
+}
+for what, write in writes.items():
+    try:
+        write()
+    except WriteError as exc:
+        print(what, exc.errno, exc)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file size limits")
+def test_real_torch_and_safetensors_write_failures_are_write_errors(tmp_path):
+    """Not a fake: torch.save and safetensors themselves refused by the OS (a file size limit: EFBIG)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _FILE_SIZE_LIMIT, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [["checkpoint", str(errno.EFBIG)], ["weights", str(errno.EFBIG)]]
+    assert f"could not write {tmp_path / 'c.pt'}: the file is larger than" in lines[0]
+    assert not list(tmp_path.iterdir())
 
 
 def test_captured_copies_join_the_training_set_only(mnist, tmp_path, monkeypatch):

@@ -35,6 +35,7 @@ from digits.errors import (
     ParityError,
     RunError,
     UsageError,
+    WriteError,
 )
 
 __version__ = "0.1.0"
@@ -50,6 +51,7 @@ __all__ = [
     "RunError",
     "TrainConfig",
     "UsageError",
+    "WriteError",
     "__version__",
     "create_model",
     "fit",

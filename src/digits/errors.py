@@ -9,11 +9,14 @@
      │                          is not installed                                            (also a ValueError)
      ├── ImageError             a picture that cannot be read                              (also a ValueError)
      ├── ParityError            an exported model that does not compute what the torch model computes
+     ├── WriteError             a file that could not be written: the disk is full, read-only or failed
+     │                          (also an OSError)
      └── UsageError             a command line that does not make sense (the CLI exits with 2)
 
 The command line prints a ``DigitsError`` as one ``error: ...`` line; any other exception is a bug in
 digits and keeps its traceback. ``ConfigError``, ``ModelFileError`` and ``ImageError`` are also
-``ValueError``s, as they were before this tree existed, so ``except ValueError`` keeps working.
+``ValueError``s, as they were before this tree existed, so ``except ValueError`` keeps working; ``WriteError`` is
+also an ``OSError``, as a failed write was before it had a name, so ``except OSError`` keeps working too.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ __all__ = [
     "ParityError",
     "RunError",
     "UsageError",
+    "WriteError",
 ]
 
 
@@ -56,6 +60,13 @@ class ImageError(DigitsError, ValueError):
 
 class ParityError(DigitsError):
     """An exported model whose outputs differ from the torch model's by more than allowed."""
+
+
+class WriteError(DigitsError, OSError):
+    """A file that could not be written (which file, why: ENOSPC is a full disk); the old file is left as it was.
+
+    ``errno`` is the underlying error's, where there was one.
+    """
 
 
 class UsageError(DigitsError):

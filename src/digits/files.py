@@ -5,20 +5,25 @@ files, compiled kernels): the bytes go to a temporary file beside the target (sa
 rename is atomic), are flushed to disk, get the permissions the user's umask gives a new file (``mkstemp``
 would leave them owner-only; models, data and kernels are for everyone on the machine to read), and only
 then take the real name. On any failure the temporary file is removed; after a kill -9 or a power cut, the
-next run removes it with :func:`remove_partial_files`.
+next run removes it with :func:`remove_partial_files`. A write the file system refuses (a full disk, a quota,
+a read-only mount) is a :class:`~digits.errors.WriteError` that names the file and says why.
 
 Model files carry string-to-string metadata (safetensors and ONNX alike): :func:`encode_metadata` and
-:func:`decode_metadata` are its one encoding. Only the standard library.
+:func:`decode_metadata` are its one encoding. Only the standard library (and :mod:`digits.errors`).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from digits.errors import WriteError
 
 __all__ = [
     "PARTIAL_SUFFIX",
@@ -33,23 +38,48 @@ __all__ = [
 
 PARTIAL_SUFFIX = ".tmp"  # a temporary file is named .<target name>.<random>.tmp
 
+# The errors by which a file system refuses the bytes themselves, whoever writes them. Any other exception of
+# a writer (a compiler that is not installed, a bug) is its own and passes through unchanged.
+_REFUSED = {getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG", "EIO", "EROFS") if hasattr(errno, name)}
+_WHY = {
+    "ENOSPC": "the disk is full (ENOSPC)",
+    "EDQUOT": "the disk quota is used up (EDQUOT)",
+    "EFBIG": "the file is larger than this file system or process allows (EFBIG)",
+    "EROFS": "the file system is read-only (EROFS)",
+}
+
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` to fill a temporary file, then move it to ``path``; returns ``path``.
 
-    ``path`` is either unchanged (absent, or its old content) or complete: never half-written.
+    ``path`` is either unchanged (absent, or its old content) or complete: never half-written. Raises
+    :class:`~digits.errors.WriteError` (an OSError) when the file system refuses the write; ``write`` tells
+    such a refusal by raising an OSError with its ``errno`` (ENOSPC and the like).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
     tmp = Path(name)
     try:
-        write(tmp)
-        with open(tmp, "rb") as f:  # the writer may have replaced the file; flush what is there now
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        try:
+            write(tmp)
+        except WriteError:
+            raise
+        except OSError as exc:
+            if exc.errno not in _REFUSED:
+                raise
+            raise _write_error(path, exc) from exc
+        try:
+            with open(tmp, "rb") as f:  # the writer may have replaced the file; flush what is there now
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise _write_error(path, exc) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -73,6 +103,38 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """``data`` as indented JSON (anything JSON cannot hold is written as its ``str``)."""
     return write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _write_error(path: Path, exc: OSError) -> WriteError:
+    """The :class:`~digits.errors.WriteError` for ``exc``, raised while writing ``path``: the file, why, the fix."""
+    name = errno.errorcode.get(exc.errno or 0, "")  # "ENOSPC"; "" for an OSError with no errno
+    why = _WHY.get(name) or (f"{exc.strerror} ({name})" if exc.strerror and name else str(exc))
+    try:
+        free = f", {_size(shutil.disk_usage(path.parent).free)} free there"
+    except OSError:
+        free = ""
+    if name in ("ENOSPC", "EDQUOT"):
+        fix = "free some space or write somewhere else"
+    elif name in ("EROFS", "EACCES", "EPERM"):
+        fix = "write somewhere you may write"
+    else:
+        fix = "check the disk"
+    error = WriteError(
+        f"could not write {path}: {why}{free}. The previous {path.name}, if any, is unchanged and no partial file "
+        f"is left; {fix}, then run the command again."
+    )
+    error.errno = exc.errno
+    return error
+
+
+def _size(n: int) -> str:
+    """A byte count for people: '0 bytes', '512 bytes', '3.4 MB', '12.0 GB'."""
+    value, unit = float(n), "bytes"
+    for bigger in ("kB", "MB", "GB", "TB"):
+        if value < 1000:
+            break
+        value, unit = value / 1000, bigger
+    return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
 
 
 def remove_partial_files(directory: str | os.PathLike[str]) -> list[str]:

@@ -7,10 +7,12 @@ evaluation precision, data checksums). safetensors holds tensors only: loading i
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from digits.errors import ModelFileError
 from digits.files import atomic_write, decode_metadata, encode_metadata
@@ -20,12 +22,32 @@ from digits.spec import WEIGHTS_FORMAT, WEIGHTS_NAME
 
 
 def save_weights(model: nn.Module, path: Path, model_name: str, model_options: dict[str, Any], **meta: Any) -> None:
-    """Write ``model``'s state with its name, options and ``meta`` in the file's metadata (atomically)."""
-    from safetensors.torch import save_file
+    """Write ``model``'s state with its name, options and ``meta`` in the file's metadata (atomically).
 
+    Raises :class:`~digits.errors.WriteError` when the disk refuses the file; an older file at ``path`` stays.
+    """
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = encode_metadata({"model": model_name, "model_options": model_options, "format": WEIGHTS_FORMAT, **meta})
-    atomic_write(Path(path), lambda tmp: save_file(state, str(tmp), metadata=metadata))
+    atomic_write(Path(path), lambda tmp: _save_file(state, tmp, metadata))
+
+
+def _save_file(state: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """safetensors' ``save_file``, a failed write raised as the OSError it is (ENOSPC for a full disk).
+
+    safetensors reports one as ``SafetensorError: Error while serializing: I/O error: No space left on device
+    (os error 28)``: the errno is only in the text.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(state, str(path), metadata=metadata)
+    except SafetensorError as exc:
+        found = re.search(r"\(os error (\d+)\)", str(exc))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code)) from exc
 
 
 def load_weights(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:

@@ -1,12 +1,14 @@
 """The state a training run resumes from: one typed shape, written in one place and read in one.
 
 ``checkpoint.pt`` in the run directory holds a :class:`TrainState`, written at the end of every epoch with
-``torch.save`` through :func:`digits.files.atomic_write` and read with ``weights_only=True`` (tensors and
-plain data only, never code). The file's keys are those of :meth:`TrainState.to_file`.
+``torch.save`` through :func:`digits.files.atomic_write` (a full disk is a WriteError naming the file; the
+previous epoch's checkpoint stays) and read with ``weights_only=True`` (tensors and plain data only, never
+code). The file's keys are those of :meth:`TrainState.to_file`.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +83,8 @@ class TrainState:
             ) from exc
 
     def save(self, path: Path) -> None:
-        atomic_write(Path(path), lambda tmp: torch.save(self.to_file(), tmp))
+        """Write the state to ``path`` atomically; :class:`~digits.errors.WriteError` if the disk refuses it."""
+        atomic_write(Path(path), lambda tmp: _torch_save(self.to_file(), tmp))
 
     @classmethod
     def load(cls, path: Path) -> TrainState:
@@ -91,3 +94,22 @@ class TrainState:
         except Exception as exc:  # torch raises several types for a damaged file
             raise ModelFileError(f"cannot read the training checkpoint {path}: {exc}") from exc
         return cls.from_file(saved, path)
+
+
+def _torch_save(obj: dict[str, Any], path: Path) -> None:
+    """``torch.save(obj, path)``, a failed write raised as the OSError it is (ENOSPC for a full disk).
+
+    torch reports a short write as ``RuntimeError: [enforce fail at inline_container.cc:...] unexpected pos``.
+    Through an unbuffered Python file its writes are Python's, so the OSError behind it is the RuntimeError's
+    ``__context__``; where there is none (torch writing by itself), the write failed for a reason unknown: EIO.
+    """
+    with open(path, "wb", buffering=0) as f:
+        try:
+            torch.save(obj, f)
+        except RuntimeError as exc:
+            cause = exc.__context__
+            if isinstance(cause, OSError) and cause.errno is not None:
+                raise OSError(cause.errno, cause.strerror) from exc
+            if "inline_container" in str(exc) or "PytorchStreamWriter" in str(exc):
+                raise OSError(errno.EIO, f"torch.save could not write the whole file ({exc})") from exc
+            raise
