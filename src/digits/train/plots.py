@@ -1,11 +1,20 @@
-"""Pictures a person can look at: learning curves, confusion matrix, a gallery of the worst mistakes."""
+"""Pictures a person can look at: learning curves, confusion matrix, a gallery of the worst mistakes.
+
+Each picture is built as a matplotlib figure (``*_figure``, what the tests look at) and written as a PNG
+through :func:`digits.files.atomic_write`, like every other file digits writes.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from digits.files import atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _pyplot() -> Any:
@@ -15,6 +24,14 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig: Figure, path: Path) -> None:
+    """Write ``fig`` as a PNG at ``path`` (atomically) and free it."""
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    finally:
+        _pyplot().close(fig)
 
 
 def learning_curves(history: list[dict[str, Any]], path: Path) -> None:
@@ -32,43 +49,72 @@ def learning_curves(history: list[dict[str, Any]], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def confusion_matrix(confusion: np.ndarray, path: Path, title: str = "confusion matrix") -> None:
-    """Counts with true digits as rows; the diagonal is hidden from the colour scale so errors stand out."""
+    """Write :func:`confusion_figure` as a PNG at ``path``."""
+    _save(confusion_figure(confusion, title), path)
+
+
+def confusion_figure(confusion: np.ndarray, title: str = "confusion matrix") -> Figure:
+    """Counts with true digits as rows, predicted as columns, and a colour bar for the mistakes.
+
+    The diagonal (digits read right) is left out of the colour scale, or its thousands would wash the few
+    mistakes out to white; each count is printed in black or white, whichever stands out more on its cell.
+    """
     plt = _pyplot()
     off = confusion.astype(float).copy()
     np.fill_diagonal(off, 0)
-    fig, ax = plt.subplots(figsize=(6.5, 6))
-    ax.imshow(off, cmap="Reds")
+    fig, ax = plt.subplots(figsize=(7.4, 6))
+    image = ax.imshow(off, cmap="Reds", vmin=0)
+    from matplotlib.ticker import MaxNLocator
+
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, ticks=MaxNLocator(integer=True))  # counts: no 0.5
+    bar.set_label("mistakes (the diagonal, read right, is not coloured)")
     for i in range(confusion.shape[0]):
         for j in range(confusion.shape[1]):
-            ax.text(
-                j,
-                i,
-                str(confusion[i, j]),
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="black" if i != j else "darkgreen",
-            )
+            dark = _is_dark(image.cmap(image.norm(off[i, j])))
+            if i == j:  # read right: green, and bold so the diagonal reads as a line
+                color, weight = ("palegreen" if dark else "darkgreen"), "bold"
+            else:
+                color, weight = ("white" if dark else "black"), "normal"
+            ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=8, color=color, weight=weight)
     ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true", title=title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
+
+
+def _is_dark(rgba: tuple[float, ...]) -> bool:
+    """True when white text stands out more than black on this colour (WCAG 2 contrast ratios).
+
+    Relative luminance L of the sRGB colour; white's contrast is 1.05 / (L + 0.05), black's (L + 0.05) / 0.05,
+    and they are equal at L = 0.179.
+    """
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgba[:3]]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return luminance < 0.179
 
 
 def mistakes_gallery(
     images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, confidence: np.ndarray, path: Path
 ) -> None:
-    """A grid of misread digits, captioned 'true → predicted (confidence)'."""
+    """Write :func:`mistakes_figure` as a PNG at ``path``."""
+    _save(mistakes_figure(images, labels, predictions, confidence), path)
+
+
+def mistakes_figure(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, confidence: np.ndarray) -> Figure:
+    """A grid of misread digits, each captioned 'true → predicted (confidence)', as the title says.
+
+    ``images`` (N, 28, 28) uint8; ``labels``, ``predictions`` (N,) digits; ``confidence`` (N,) the model's
+    probability for its (wrong) prediction.
+    """
     plt = _pyplot()
     n = len(images)
     cols = min(n, 6) or 1
     rows = max(1, -(-n // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.8), squeeze=False)
+    # At least 4.8 inches wide, so the title fits over a gallery of one or two.
+    fig, axes = plt.subplots(rows, cols, figsize=(max(cols * 1.6, 4.8), rows * 1.8 + 0.5), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, t, p, c in zip(axes.flat, images, labels, predictions, confidence):
@@ -76,6 +122,6 @@ def mistakes_gallery(
         ax.set_title(f"{t} → {p} ({c:.0%})", fontsize=9)
     if n == 0:
         axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
+    fig.suptitle("Most confident mistakes: true → predicted (confidence)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
