@@ -11,10 +11,10 @@ from digits.train.config import TrainConfig, get_preset
 from digits.train.evaluate import evaluate, to_tensors
 
 WEIGHTS = resources.files("digits") / "weights"
-# The reader's MNIST test accuracy may not fall below this. It was 99.52% before it was trained to read
-# other scanners and to doubt letters (captured copies, outlier exposure); it is 99.42% since, against the
-# 99.5% goal, which stays open (README, "Other writers and other capture pipelines").
-MNIST_FLOOR = 0.994
+# The reader's MNIST test accuracy may not fall below this (the goal). It was 99.52% before it was trained
+# to read other scanners and to doubt letters (captured copies, outlier exposure), 99.42% after, and is
+# 99.59% with label smoothing.
+MNIST_FLOOR = 0.995
 
 
 def test_shipped_model_is_small_and_documented():

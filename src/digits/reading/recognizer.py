@@ -54,8 +54,9 @@ __all__ = ["Recognizer"]
 _DOUBTED_LIGHTING = 0.5
 # A digit whose shape score (digits.reading.calibration.DigitShapes: 1 at the fitted limit of its class) is
 # above this is unlike a handwritten digit. At 1.0, 2.2% of the shipped model's right answers on MNIST test
-# digits are doubted for their shape and 3-6% on the low-resolution dev sets; at 1.5, 0.4% and 2-3%, with
-# the threshold raised from 0.7 to 0.8 to keep doubting letters (dev font letters 78% -> 81% doubted).
+# digits are doubted for their shape and 2-6% on the low-resolution dev sets; at 1.5, 0.4% and 2-3%, with
+# the threshold at 0.9 to keep doubting letters (dev font letters: 84% doubted at 0.9 and 1.0, 82% at 0.9
+# and 1.5; at the earlier 0.7 and 1.0, 68%).
 _SHAPE_LIMIT = 1.5
 _PAGE = "the page found"  # the way that reads inside a page found
 # A shape is cut in two when both halves are read with this much more confidence than the whole.
