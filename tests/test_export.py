@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +91,43 @@ def test_bad_export_requests_are_clear_errors(model_dir, tmp_path):
     assert not (tmp_path / "x.onnx").exists()
     with pytest.raises(ModelFileError):
         load_weights(Path(tmp_path / "nothing"))
+
+
+def export_noise(model: torch.nn.Module, path: Path, caplog: pytest.LogCaptureFixture) -> tuple[list[str], list[str]]:
+    """The warnings, and the log lines of WARNING or above (torch's handler prints them), of one export_onnx call.
+
+    caplog listens on the root logger: torch resets the handlers of its own loggers when it exports.
+    """
+    caplog.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every warning, however often it was shown before
+        export_onnx(model, path)
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    return [f"{w.category.__name__}: {w.message}" for w in caught], logged
+
+
+def test_export_prints_no_torch_internal_warnings(tmp_path, caplog):
+    # Before: "torchvision is not installed. Skipping torchvision::nms" (and three more) logged, and
+    # "FutureWarning: `isinstance(treespec, LeafSpec)` is deprecated", on every export.
+    assert export_noise(create_model("fastnet"), tmp_path / "m.onnx", caplog) == ([], [])
+
+
+def test_export_still_shows_warnings_it_does_not_know(tmp_path, monkeypatch, caplog):
+    real_export = torch.onnx.export
+
+    def export_with_news(*args, **kwargs):
+        warnings.warn("something new and real", UserWarning, stacklevel=1)
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", DeprecationWarning, stacklevel=1)
+        logging.getLogger("torch.onnx._internal.exporter._registration").warning("registry is broken")
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", export_with_news)
+    caught, logged = export_noise(create_model("fastnet"), tmp_path / "m.onnx", caplog)
+    assert caught == [
+        "UserWarning: something new and real",
+        "DeprecationWarning: `isinstance(treespec, LeafSpec)` is deprecated",  # same words, another category
+    ]
+    assert logged == ["registry is broken"]
 
 
 def test_the_shipped_onnx_is_the_shipped_weights(mnist):

@@ -13,7 +13,10 @@ when a network is exported or compared, so this module imports without it); runn
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,20 +91,47 @@ def _export_fp32(model: nn.Module, path: Path) -> None:
     example = torch.zeros(2, 1, IMAGE_SIZE, IMAGE_SIZE)  # 2, not 1: a batch of 1 may be specialised away
     batch = torch.export.Dim("batch", min=1)
     try:
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            input_names=[ONNX_INPUT],
-            output_names=[ONNX_OUTPUT],
-            dynamic_shapes=({0: batch},),
-            opset_version=OPSET,
-            dynamo=True,
-            verbose=False,  # the exporter otherwise prints its progress to stdout
-            external_data=False,  # one file: weights inside the graph, not beside it
-        )
+        with _known_exporter_noise_hidden():
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                input_names=[ONNX_INPUT],
+                output_names=[ONNX_OUTPUT],
+                dynamic_shapes=({0: batch},),
+                opset_version=OPSET,
+                dynamo=True,
+                verbose=False,  # the exporter otherwise prints its progress to stdout
+                external_data=False,  # one file: weights inside the graph, not beside it
+            )
     finally:
         model.train(was_training)
+
+
+# What torch's exporter says on every export that is no news to a digits user (as of torch 2.13):
+# - its op registry logs "torchvision is not installed. Skipping torchvision::nms" (and roi_align, roi_pool,
+#   deform_conv2d) while it looks for torchvision's detection ops, which no digits network uses;
+# - torch.export builds a pytree LeafSpec, and torch warns of LeafSpec's own deprecation (FutureWarning).
+_REGISTRY_LOGGER = "torch.onnx._internal.exporter._registration"
+_SKIPPING_TORCHVISION = "torchvision is not installed. Skipping torchvision::"
+_LEAFSPEC_DEPRECATED = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+
+
+def _not_torchvision_skipped(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(_SKIPPING_TORCHVISION)
+
+
+@contextlib.contextmanager
+def _known_exporter_noise_hidden() -> Iterator[None]:
+    """Hide only the exporter's known, harmless messages (above); any other warning or log line still shows."""
+    registry = logging.getLogger(_REGISTRY_LOGGER)
+    registry.addFilter(_not_torchvision_skipped)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_LEAFSPEC_DEPRECATED, category=FutureWarning)
+            yield
+    finally:
+        registry.removeFilter(_not_torchvision_skipped)
 
 
 class _Calibration:
