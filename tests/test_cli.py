@@ -220,3 +220,38 @@ def test_ctrl_c_tells_what_was_saved_and_leaves_no_empty_folder(
     else:
         assert "nothing was saved" in err and "--resume" not in err
         assert not out_dir.exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symbolic links need a privilege on Windows")
+def test_a_run_in_runs_becomes_runs_latest(capsys, monkeypatch, tmp_path, mnist_dir):
+    monkeypatch.chdir(tmp_path)
+    runs, latest = tmp_path / "runs", tmp_path / "runs" / "latest"
+    tiny = ["--preset", "seed", "--data-dir", str(mnist_dir), "--train-limit", "500", "--epochs", "1"]
+    code, out, err = run_cli(capsys, "train", *tiny, "--batch-size", "64")  # a real run of a second or two
+    assert code == 0, err
+    (first,) = (p for p in runs.iterdir() if p.name != "latest")
+    assert latest.is_symlink() and os.readlink(latest) == first.name  # relative: runs/ can be moved whole
+    assert (latest / "model.safetensors").is_file()
+    assert "runs/latest now points to it" in out
+
+    import digits.train.loop
+
+    def fit(cfg, out, **kwargs):  # the rest need no training: only where the run goes matters
+        out.mkdir(parents=True)
+        (out / "model.safetensors").write_bytes(b"weights")
+        return None
+
+    monkeypatch.setattr(digits.train.loop, "fit", fit)
+    code, out, _ = run_cli(capsys, "train", *tiny, "--seed", "7")
+    (second,) = (p for p in runs.iterdir() if p.name not in ("latest", first.name))
+    assert code == 0 and os.readlink(latest) == second.name and "runs/latest now points to it" in out
+
+    code, out, _ = run_cli(capsys, "train", *tiny, "--out", str(tmp_path / "elsewhere"))
+    assert code == 0 and os.readlink(latest) == second.name and "latest" not in out
+
+    def no_symlinks(*args, **kwargs):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "symlink", no_symlinks)  # as on Windows without the privilege: quietly no link
+    code, out, err = run_cli(capsys, "train", *tiny, "--seed", "8")
+    assert code == 0 and os.readlink(latest) == second.name and "latest" not in out + err

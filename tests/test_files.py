@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import inspect
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import digits
 from digits import errors
 from digits.files import (
     PARTIAL_SUFFIX,
+    atomic_symlink,
     atomic_write,
     decode_metadata,
     encode_metadata,
@@ -95,6 +97,34 @@ def test_written_files_get_the_umask_permissions_not_owner_only(tmp_path: Path):
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644  # mkstemp alone would give 0o600
     assert path.read_text() == '{\n  "a": 1\n}\n'
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symbolic links need a privilege on Windows")
+def test_a_link_is_replaced_in_one_step_and_never_over_a_real_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    (tmp_path / "run-a").mkdir()
+    (tmp_path / "run-b").mkdir()
+    link = tmp_path / "latest"
+    assert atomic_symlink(link, "run-a") and os.readlink(link) == "run-a"
+    real_replace = os.replace
+
+    def replace(src: str, dst: str) -> None:
+        assert os.readlink(link) == "run-a", "the old link was removed before the new one took its place"
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    assert atomic_symlink(link, "run-b") and os.readlink(link) == "run-b"
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "run-a", "run-b"]  # no temporary link left
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    assert not atomic_symlink(mine, "run-a") and mine.is_dir() and not mine.is_symlink()
+
+    def no_symlinks(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EPERM, "symbolic links need a privilege")
+
+    monkeypatch.setattr(os, "symlink", no_symlinks)
+    assert not atomic_symlink(link, "run-a") and os.readlink(link) == "run-b"
 
 
 def test_partial_files_of_killed_writes_are_found_and_removed(tmp_path: Path):

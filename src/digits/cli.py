@@ -16,7 +16,6 @@ import json
 import shutil
 import sys
 import typing
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +186,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from digits.train.config import get_preset, override
     from digits.train.fast.memory import keep_freed_memory
     from digits.train.loop import fit
+    from digits.train.report import default_run_dir, link_latest
 
     if args.resume:
         from digits.spec import CHECKPOINT_NAME
@@ -204,8 +204,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = get_preset(preset)
         opts = {**cfg.model_options, **_model_options(args)}
         cfg = override(cfg, **_config_overrides(args), model_options=opts)
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path(args.out) if args.out else Path("runs") / f"{stamp}-{preset}-{cfg.model}-s{cfg.seed}"
+        out = Path(args.out) if args.out else default_run_dir(preset, cfg)
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     data = load_mnist(args.data_dir, from_dir=args.from_dir, log=log)
     keep_freed_memory()  # this process is the training: let glibc keep freed tensor memory for the next step
@@ -215,11 +214,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"\n{_interrupted(out, created)}", file=sys.stderr)
         return 130
+    latest = link_latest(out)
     if args.json:
         print(json.dumps(run.summary, indent=2))
+        if latest:
+            log(f"{latest} now points to {out}")
     else:
         files = ", ".join(sorted(p.name for p in Path(out).iterdir() if p.is_file()))
         print(f"model saved in {out} ({files})")
+        if latest:
+            print(f"{latest} now points to it")
         print(f"evaluate it with: digits evaluate {out}")
     return 0
 
@@ -503,7 +507,10 @@ def _train_parser(sub: Subparsers) -> None:
     t = sub.add_parser("train", help="train a model (a preset, with any field overridden)")
     purposes = ", ".join(f"{name} ({purpose})" for name, purpose in PRESET_PURPOSES.items())
     t.add_argument("--preset", default="seed", help=f"named config to start from: {purposes}".replace("%", "%%"))
-    t.add_argument("--out", help="run directory (default: runs/<time>-<preset>-<model>-s<seed>)")
+    t.add_argument(
+        "--out",
+        help="run directory (default: runs/<time>-<preset>-<model>-s<seed>; a run in runs/ becomes runs/latest)",
+    )
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     t.add_argument("--json", action="store_true", help="print a machine-readable summary at the end")
     t.add_argument("--from", dest="from_dir", help="a folder holding the four MNIST IDX files, if not cached yet")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -27,6 +28,7 @@ from digits.errors import WriteError
 
 __all__ = [
     "PARTIAL_SUFFIX",
+    "atomic_symlink",
     "atomic_write",
     "decode_metadata",
     "encode_metadata",
@@ -103,6 +105,29 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """``data`` as indented JSON (anything JSON cannot hold is written as its ``str``)."""
     return write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def atomic_symlink(link: str | os.PathLike[str], target: str) -> bool:
+    """Make ``link`` a symbolic link to ``target`` (a path relative to the link's folder), replacing an old link.
+
+    The link is made under a temporary name and renamed over the old one, so ``link`` never goes missing and a
+    reader never sees a half-changed one. Returns False, changing nothing, where symbolic links cannot be made
+    (Windows without the privilege, some file systems) or ``link`` is not a link (a folder someone made).
+    """
+    link = Path(link)
+    if os.path.lexists(link) and not link.is_symlink():
+        return False
+    tmp = link.with_name(f".{link.name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
+    try:
+        os.symlink(target, tmp, target_is_directory=True)
+    except (OSError, NotImplementedError):
+        return False
+    try:
+        os.replace(tmp, link)
+    except OSError:  # it became a folder meanwhile
+        tmp.unlink(missing_ok=True)
+        return False
+    return True
 
 
 def _write_error(path: Path, exc: OSError) -> WriteError:

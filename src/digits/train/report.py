@@ -2,7 +2,8 @@
 
 A finished run directory holds ``model.safetensors`` (weights, with name, options, temperature and test
 accuracy in its metadata), ``run.json`` (the summary, resolved config, test metrics, history and
-provenance), ``history.csv`` and, for two or more epochs, ``curves.png``.
+provenance), ``history.csv`` and, for two or more epochs, ``curves.png``. ``digits train`` puts runs in
+``runs/<time>-<preset>-<model>-s<seed>`` unless told otherwise, and points ``runs/latest`` at the newest.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import torch
 from torch import nn
 
 from digits.data import MNIST
-from digits.files import write_json, write_text
+from digits.files import atomic_symlink, write_json, write_text
 from digits.models import count_parameters
 from digits.models.weights import save_weights
 from digits.spec import META_NAME, WEIGHTS_NAME
@@ -28,6 +30,9 @@ from digits.train.config import TrainConfig
 from digits.train.evaluate import EvalResult
 
 Log = Callable[[str], None]
+
+RUNS_DIR = Path("runs")  # where `digits train` puts a run without --out (relative to where it is run)
+LATEST_NAME = "latest"  # RUNS_DIR / LATEST_NAME: a symbolic link to the newest run there
 
 
 @dataclass
@@ -126,6 +131,24 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor()
+
+
+def default_run_dir(preset: str | None, config: TrainConfig, now: datetime | None = None) -> Path:
+    """``runs/<time>-<preset>-<model>-s<seed>``: a new name for every run started a second apart or more."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    return RUNS_DIR / f"{stamp}-{preset}-{config.model}-s{config.seed}"
+
+
+def link_latest(run_dir: Path) -> Path | None:
+    """Point ``runs/latest`` at ``run_dir`` when the run is in ``runs/``; return the link, or None.
+
+    The link is relative (``latest -> <run name>``), so the folder can be moved or copied whole. None when the
+    run is elsewhere, or symbolic links cannot be made here (then there is simply no ``runs/latest``).
+    """
+    if Path(run_dir).resolve().parent != RUNS_DIR.resolve():
+        return None
+    link = RUNS_DIR / LATEST_NAME
+    return link if atomic_symlink(link, Path(run_dir).name) else None
 
 
 def write_run(run: Run, data: MNIST, preset: str | None, chosen_epoch: int) -> None:
