@@ -481,15 +481,16 @@ def test_a_wide_shape_is_offered_cut_in_two_only_when_asked(mnist) -> None:
         glyphs = prepare(pair).glyphs
         if len(glyphs) != 1:
             continue
-        assert glyphs[0].cuts == ()  # predict's path does no work for cuts it never uses
+        assert glyphs[0].cutter is None and glyphs[0].cuts() == ()  # predict's path offers no cuts
         (asked,) = prepare(pair, halves=True).glyphs
         assert np.array_equal(asked.image, glyphs[0].image)
-        if asked.cuts:
+        cuts = asked.cuts()
+        if cuts:
             offered += 1
             assert asked.box[2] > 0.8 * asked.box[3] - 2  # only a shape wide enough to be two digits
-            assert 2 <= len(asked.cuts) <= 8  # every tenth from 20% to 80% of the width, and the thinnest column
-            for left, right in asked.cuts:
+            assert 2 <= len(cuts) <= 8  # every tenth from 20% to 80% of the width, and the thinnest column
+            for left, right in cuts:
                 assert left.box[0] < right.box[0] and left.box[0] + left.box[2] <= right.box[0] + 4  # soft edges
-            starts = [right.box[0] for _, right in asked.cuts]
+            starts = [right.box[0] for _, right in cuts]
             assert starts == sorted(starts) and len(set(starts)) >= 2  # cuts left to right, at different places
     assert offered >= 3, offered

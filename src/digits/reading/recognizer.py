@@ -213,7 +213,7 @@ class Recognizer:
         return self._cut_narrow_pairs(prepared, trace) if numbers else prepared
 
     def _cut_narrow_pairs(self, prepared: Prepared, trace: Trace) -> Prepared:
-        """Each glyph offered cuts in two (:attr:`Glyph.cuts`: wider than 0.8 of its height) becomes the two
+        """Each glyph offered cuts in two (:meth:`Glyph.cuts`: wider than 0.8 of its height) becomes the two
         halves of its best cut when both are digits (neither marked uncertain) read with more confidence than
         the whole by _CUT_MARGIN; the best cut is the one whose less trusted half is trusted most. "17" or
         "50" touching are as narrow as some single digits, and only the model can tell them apart. Chosen on
@@ -221,23 +221,20 @@ class Recognizer:
         with one cut at the thinnest column, 90% with candidate cuts; single digits and photographed numbers
         lose 0-0.7 point against never cutting (rules tried: least confidence or product of the halves,
         margins 0-0.2, the whole's confidence zeroed when doubted or not, least widths 0.8-1.1).
-        One model call for every candidate.
+        One model call for the wholes, one for the candidates of those that could be beaten.
         """
-        offered = [g for g in prepared.glyphs if g.cuts]
-        if not offered:
-            trace["narrow_pairs_cut"] = 0
-            return prepared
-        images = [im for g in offered for im in (g.image, *(h.image for pair in g.cuts for h in pair))]
-        found = iter(self.classify(np.stack(images)))
+        offered = [g for g in prepared.glyphs if g.cutter is not None]
+        wholes = self.classify(np.stack([g.image for g in offered])) if offered else []
+        # A whole read with more confidence than 1 - _CUT_MARGIN cannot be beaten: its cuts are not cut out.
+        candidates = {id(g): g.cuts() for g, w in zip(offered, wholes) if w.confidence + _CUT_MARGIN < 1.0}
+        images = [h.image for pairs in candidates.values() for pair in pairs for h in pair]
+        found = iter(self.classify(np.stack(images)) if images else [])
+        trusted = {id(g): w.confidence + _CUT_MARGIN for g, w in zip(offered, wholes)}
         glyphs: list[Glyph] = []
         cut = 0
         for g in prepared.glyphs:
-            if not g.cuts:
-                glyphs.append(g)
-                continue
-            whole = next(found)
-            best, best_score = None, whole.confidence + _CUT_MARGIN
-            for pair in g.cuts:
+            best, best_score = None, trusted.get(id(g), 0.0)
+            for pair in candidates.get(id(g), ()):
                 left, right = next(found), next(found)
                 score = min(left.confidence, right.confidence)
                 if not (left.uncertain or right.uncertain) and score > best_score:
@@ -398,8 +395,13 @@ _EMPTY = np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
 
 def _on_picture(g: Glyph, page: Page) -> Glyph:
     """A glyph found on a straightened page, its box (and its cuts' boxes) in the picture's pixels."""
-    cuts = tuple((_on_picture(a, page), _on_picture(b, page)) for a, b in g.cuts)
-    return dataclasses.replace(g, box=page.box_in_picture(g.box), cuts=cuts)
+    if g.cutter is None:
+        return dataclasses.replace(g, box=page.box_in_picture(g.box))
+
+    def cuts() -> tuple[tuple[Glyph, Glyph], ...]:
+        return tuple((_on_picture(a, page), _on_picture(b, page)) for a, b in g.cuts())
+
+    return dataclasses.replace(g, box=page.box_in_picture(g.box), cutter=cuts)
 
 
 def _nothing() -> Prediction:

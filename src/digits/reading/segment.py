@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,16 +115,21 @@ class Glyph:
     box: (x, y, w, h) of its ink, in pixels of the picture as loaded.
     image: (28, 28) uint8, light ink on black: exactly what the model sees.
     line: 0 for the top line of text, 1 for the next, and so on.
-    cuts: when asked for (``segment(halves=True)``) and the shape is wide enough to be two digits
-        touching, the (left, right) glyphs of each candidate cut; whether it is two digits or one, and
-        where they meet, is for the model to say (:meth:`digits.reading.Recognizer.prepare` keeps the
-        reading it trusts most).
+    cutter: when asked for (``segment(halves=True)``) and the shape is wide enough to be two digits
+        touching, what :meth:`cuts` calls; None otherwise.
     """
 
     box: tuple[int, int, int, int]
     image: np.ndarray
     line: int
-    cuts: tuple[tuple[Glyph, Glyph], ...] = ()
+    cutter: Callable[[], tuple[tuple[Glyph, Glyph], ...]] | None = dataclasses.field(default=None, repr=False)
+
+    def cuts(self) -> tuple[tuple[Glyph, Glyph], ...]:
+        """The (left, right) glyphs of each candidate cut of a shape that may be two digits touching (none
+        for a glyph not offered cut); whether it is two digits or one, and where they meet, is for the model
+        to say (:meth:`digits.reading.Recognizer.prepare` keeps the reading it trusts most). Cut out when
+        asked: a shape read as one digit with confidence has no need of them."""
+        return self.cutter() if self.cutter is not None else ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -183,7 +188,7 @@ def segment(
     of a broken digit are joined, touching digits are cut apart. ``stroke`` is passed on to
     :func:`to_mnist`. ``dark`` says the ink is darker (True) or lighter (False) than its background;
     None lets the picture's cues vote (see :func:`_dark_ink`). With ``halves``, a shape that may be two
-    digits touching comes with candidate cuts in two (:attr:`Glyph.cuts`). Given a dict as ``trace``, every decision
+    digits touching can be cut in two (:meth:`Glyph.cuts`). Given a dict as ``trace``, every decision
     taken on the way is written into it (polarity and the cues that voted on it, whether they agreed,
     lighting, noise, threshold, shapes kept): what ``--debug-dir`` shows.
     """
@@ -557,7 +562,7 @@ def _glyphs(
     halves: bool,
 ) -> list[Glyph]:
     """Cut a shape into digits (several when digits touch) and normalise each like MNIST; with ``halves``,
-    a shape that may be two digits touching also comes with candidate cuts in two (:attr:`Glyph.cuts`).
+    a shape that may be two digits touching can also be cut in two (:meth:`Glyph.cuts`).
 
     What is left too small, or much wider than tall (a dash, a rule, a scribble with no place to
     cut), is not a digit and gives nothing.
@@ -578,13 +583,14 @@ def _glyphs(
         return _glyph(gray, ink, piece, (shape.x0 + a, shape.y0 + int(rows[0])), cut, line, stroke)
 
     glyphs = [g for a, b in columns if (g := cut_out(a, b, len(columns) > 1)) is not None]
-    if halves and len(columns) == 1 and len(glyphs) == 1:
-        cuts = []
-        for cut in _pair_cuts(region, line_height):
-            left, right = cut_out(0, cut, True), cut_out(cut, region.shape[1], True)
-            if left is not None and right is not None:
-                cuts.append((left, right))
-        glyphs = [dataclasses.replace(glyphs[0], cuts=tuple(cuts))]
+    places = _pair_cuts(region, line_height) if halves and len(columns) == 1 and len(glyphs) == 1 else []
+    if places:
+
+        def cuts() -> tuple[tuple[Glyph, Glyph], ...]:
+            pairs = ((cut_out(0, c, True), cut_out(c, region.shape[1], True)) for c in places)
+            return tuple((a, b) for a, b in pairs if a is not None and b is not None)
+
+        glyphs = [dataclasses.replace(glyphs[0], cutter=cuts)]
     return glyphs
 
 
