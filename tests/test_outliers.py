@@ -47,6 +47,7 @@ def test_training_with_outliers_lowers_the_confidence_on_them(mnist, tmp_path):
     held_out = outlier_images(300, seed=99)  # other shapes than those trained on
     flagged = {}
     for name in ("plain", "oe"):
-        recognizer = Recognizer.load(tmp_path / name, backend="torch", shape_check=False)
+        # At a threshold of 0.7 (at the default 0.9 a model this short-trained doubts most shapes either way).
+        recognizer = Recognizer.load(tmp_path / name, backend="torch", shape_check=False, threshold=0.7)
         flagged[name] = np.mean([p.uncertain for p in recognizer.classify(held_out)])
     assert flagged["oe"] > flagged["plain"] + 0.08, flagged  # 52% -> 65% in one short epoch
