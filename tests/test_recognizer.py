@@ -712,3 +712,38 @@ def test_numbers_apart_on_a_line_are_read_as_numbers_with_their_boxes(recognizer
         assert x == reading.digits[first].box[0] and x + w == sum(reading.digits[last].box[::2])  # type: ignore[index]
         assert 0 < number["confidence"] <= min(d.confidence for d in reading.digits[first : last + 1])
     assert reading.to_dict()["numbers"] == numbers
+
+
+def test_decimal_points_and_minus_signs_are_read_in_numbers(recognizer, mnist):
+    def digit(d: int) -> np.ndarray:
+        return mnist.test_images[int(np.flatnonzero(mnist.test_labels == d)[1])]
+
+    # "12 345 3.14": a point between 3 and 1, low in the line, a pen stroke wide.
+    scene = paper(
+        [digit(d) for d in (1, 2, 3, 4, 5, 3, 1, 4)],
+        size=(2000, 400),
+        origin=(60, 120),
+        height=150,
+        gap=[35, 170, 35, 35, 170, 75, 35],
+        seed=5,
+    )
+    image = scene.image.copy()
+    (x3, _, w3, _), (x1, _, _, _) = scene.boxes[5], scene.boxes[6]
+    cv2.circle(image, ((x3 + w3 + x1) // 2, 120 + 150 - 12), 9, 30, -1)
+    reading = recognizer.read(image)
+    assert reading.text == "12 345 3.14", reading
+    assert [n["text"] for n in reading.numbers] == ["12", "345", "3.14"]
+    (point,) = [d for d in reading.digits if d.symbol is not None]
+    assert point.symbol == "." and point.digit is None and not point.uncertain
+    assert reading.to_dict()["digits"][6]["symbol"] == "."
+
+    # "-52": a short flat stroke at mid-height just before the 5.
+    scene = paper([digit(5), digit(2)], size=(900, 400), origin=(250, 120), height=150, gap=40, seed=6)
+    image = scene.image.copy()
+    cv2.line(image, (130, 195), (210, 195), 30, 12)
+    assert recognizer.read(image).text == "-52"
+    # predict, told there is one digit, reads no marks; a dot alone is no number.
+    assert recognizer.predict(image).digit in (5, 2)
+    lone = np.full((300, 300), 235, np.uint8)
+    cv2.circle(lone, (150, 150), 9, 30, -1)
+    assert recognizer.read(lone).text == ""

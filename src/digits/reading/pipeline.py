@@ -61,18 +61,20 @@ def prepare(
     stroke: float | None = None,
     dark: bool | None = None,
     halves: bool = False,
+    marks: bool = False,
     max_pixels: int = 50_000_000,
     trace: Trace | None = None,
 ) -> Prepared:
     """Load a picture and find its digits: the whole preprocessing path in one call.
 
-    ``stroke``, ``dark`` (the ink's polarity; None: decided from the picture) and ``halves`` are passed on to
-    :func:`~digits.reading.segment.segment`; ``trace``, a dict, receives every decision it took.
+    ``stroke``, ``dark`` (the ink's polarity; None: decided from the picture), ``halves`` and ``marks`` are
+    passed on to :func:`~digits.reading.segment.segment`; ``trace``, a dict, receives every decision it took.
 
     Raises :class:`digits.errors.ImageError` when ``src`` is not a readable image (see :func:`load_image`).
     """
     gray = load_image(src, max_pixels=max_pixels)
-    return Prepared(gray=gray, glyphs=tuple(segment(gray, stroke=stroke, dark=dark, halves=halves, trace=trace)))
+    glyphs = segment(gray, stroke=stroke, dark=dark, halves=halves, marks=marks, trace=trace)
+    return Prepared(gray=gray, glyphs=tuple(glyphs))
 
 
 def save_debug(

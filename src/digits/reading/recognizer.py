@@ -209,7 +209,7 @@ class Recognizer:
         cuts. ``trace`` records the vote, every way's scores, the choice and the pairs cut.
         """
         trace = {} if trace is None else trace
-        prepared = self._settle(prepare(img, halves=numbers, trace=trace), numbers, trace)
+        prepared = self._settle(prepare(img, halves=numbers, marks=numbers, trace=trace), numbers, trace)
         return self._cut_narrow_pairs(prepared, trace) if numbers else prepared
 
     def _cut_narrow_pairs(self, prepared: Prepared, trace: Trace) -> Prepared:
@@ -247,7 +247,7 @@ class Recognizer:
         trace["narrow_pairs_cut"] = cut
         return Prepared(prepared.gray, tuple(glyphs))
 
-    def _settle(self, prepared: Prepared, halves: bool, trace: Trace) -> Prepared:
+    def _settle(self, prepared: Prepared, numbers: bool, trace: Trace) -> Prepared:
         """``prepared``, or the picture segmented another way when a rule could not decide and that way reads
         better. Three decisions are left to reading:
 
@@ -284,12 +284,15 @@ class Recognizer:
                 tried.append((name, self._trust(prepared.glyphs), prepared, trace))
                 continue
             way: Trace = {}
-            glyphs = tuple(segment(prepared.gray, dark=dark, plane_light=plane, halves=halves, trace=way))
+            glyphs = tuple(
+                segment(prepared.gray, dark=dark, plane_light=plane, halves=numbers, marks=numbers, trace=way)
+            )
             tried.append((name, self._trust(glyphs), Prepared(prepared.gray, glyphs), way))
         if page is not None:
             trace["page"] = page.corners.round(1).tolist()
             way = {}
-            glyphs = tuple(_on_picture(g, page) for g in segment(page.gray, dark=True, halves=halves, trace=way))
+            found = segment(page.gray, dark=True, halves=numbers, marks=numbers, trace=way)
+            glyphs = tuple(_on_picture(g, page) for g in found)
             tried.append((_PAGE, self._trust(glyphs), Prepared(prepared.gray, glyphs), way))
         eligible = tried
         if page is not None and tried[-1][2].glyphs:
@@ -311,9 +314,10 @@ class Recognizer:
         (0 for none). Chosen on the dev halves of benchmarks/reading_sets.py' MNIST pipelines, among the
         confidence, the shape score, both, and fewer pieces: of the pictures whose cues disagreed, it
         settled 81-98% the right way, against 58-80% for the vote."""
-        if not glyphs:
+        digits = [g.image for g in glyphs if g.symbol is None]
+        if not digits:
             return 0.0
-        return float(self.probabilities(np.stack([g.image for g in glyphs])).max(axis=1).mean())
+        return float(self.probabilities(np.stack(digits)).max(axis=1).mean())
 
     def predict(self, img: ImageSource) -> Prediction:
         """The one digit in a picture (a picture of several gives the biggest, marked uncertain)."""
@@ -376,17 +380,17 @@ class Recognizer:
         return out
 
     def _read_prepared(self, pictures: Sequence[tuple[Glyph, ...]]) -> list[Reading]:
-        every = [g for glyphs in pictures for g in glyphs]
+        every = [g for glyphs in pictures for g in glyphs if g.symbol is None]
         answers = iter(self.classify(np.stack([g.image for g in every]) if every else _EMPTY))
         out = []
         for glyphs in pictures:
-            digits = tuple(_place(next(answers), g, None) for g in glyphs)
-            doubtful = sum(d.uncertain for d in digits)
-            if len(digits) >= _TEXTURE_SHAPES and doubtful > len(digits) / 2:
+            read = tuple(_place(next(answers), g, None) if g.symbol is None else _mark(g) for g in glyphs)
+            shapes = [d for d in read if d.symbol is None]
+            if len(shapes) >= _TEXTURE_SHAPES and sum(d.uncertain for d in shapes) > len(shapes) / 2:
                 # Most shapes are doubtful: this is texture or noise (pepper, grain), not writing, and
-                # the few that look like digits do so by chance.
-                digits = tuple(_place(d, g, d.reason or TEXTURE) for d, g in zip(digits, glyphs))
-            out.append(Reading.of(digits))
+                # the few that look like digits do so by chance (and its specks are no decimal points).
+                read = tuple(_place(d, g, d.reason or TEXTURE) for d, g in zip(read, glyphs) if g.symbol is None)
+            out.append(Reading.of(read))
         return out
 
 
@@ -402,6 +406,19 @@ def _on_picture(g: Glyph, page: Page) -> Glyph:
         return tuple((_on_picture(a, page), _on_picture(b, page)) for a, b in g.cuts())
 
     return dataclasses.replace(g, box=page.box_in_picture(g.box), cutter=cuts)
+
+
+def _mark(g: Glyph) -> Prediction:
+    """A decimal point or minus sign: found by its size and place in the line, not read by the model."""
+    return Prediction(
+        digit=None,
+        confidence=1.0,
+        probabilities=np.zeros(NUM_CLASSES, np.float32),
+        uncertain=False,
+        box=g.box,
+        line=g.line,
+        symbol=g.symbol,
+    )
 
 
 def _nothing() -> Prediction:

@@ -43,6 +43,8 @@ class Prediction:
         "low confidence", "unlike a handwritten digit", or several of these joined by "; ").
     image28: (28, 28) uint8, light ink on black: exactly what the model saw (None without a digit).
     box: (x, y, w, h) of the digit's ink in the picture; line: its line of text, 0 at the top.
+    symbol: "." or "-" for a decimal point or minus sign in a number read by ``read`` (found by its size and
+        place, not by the model: ``digit`` is None, ``confidence`` 1); None for a digit.
     """
 
     digit: int | None
@@ -53,8 +55,18 @@ class Prediction:
     image28: np.ndarray | None = None
     box: tuple[int, int, int, int] | None = None
     line: int = 0
+    symbol: str | None = None
+
+    @property
+    def text(self) -> str:
+        """What it reads as in a string: the symbol, the digit, or "?" when uncertain."""
+        if self.symbol is not None:
+            return self.symbol
+        return "?" if self.uncertain else str(self.digit)
 
     def __repr__(self) -> str:  # the probabilities and the 28x28 image are data, not a summary
+        if self.symbol is not None:
+            return f"Prediction(symbol={self.symbol!r}, box={self.box}, line={self.line})"
         doubt = f", uncertain ({self.reason})" if self.uncertain else ""
         where = f", box={self.box}, line={self.line}" if self.box is not None else ""
         return f"Prediction(digit={self.digit}, confidence={self.confidence:.3f}{doubt}{where})"
@@ -99,7 +111,7 @@ class Reading:
     @classmethod
     def of(cls, digits: tuple[Prediction, ...]) -> Reading:
         """The reading of ``digits`` (in reading order, each with its line)."""
-        return cls(text=_joined(digits, doubt="?"), digits=digits)
+        return cls(text=_joined(digits, best=False), digits=digits)
 
     def __repr__(self) -> str:
         doubt = sum(d.uncertain for d in self.digits)
@@ -107,7 +119,7 @@ class Reading:
 
     @property
     def best(self) -> str:
-        return _joined(self.digits, doubt=None)
+        return _joined(self.digits, best=True)
 
     @property
     def numbers(self) -> list[dict[str, Any]]:
@@ -124,8 +136,8 @@ class Reading:
                 box = [int(x0), int(y0), int(x1 - x0), int(y1 - y0)]
             out.append(
                 {
-                    "text": "".join("?" if d.uncertain else str(d.digit) for d in group),
-                    "best": "".join(str(d.digit) for d in group),
+                    "text": "".join(d.text for d in group),
+                    "best": "".join(d.symbol or str(d.digit) for d in group),
                     "box": box,
                     "line": group[0].line,
                     "confidence": round(float(np.prod([d.confidence for d in group])), 6),
@@ -147,6 +159,7 @@ class Reading:
             "digits": [
                 {
                     "digit": d.digit,
+                    "symbol": d.symbol,
                     "confidence": round(d.confidence, 6),
                     "box": list(d.box) if d.box is not None else None,
                     "line": d.line,
@@ -167,7 +180,7 @@ def _groups(digits: tuple[Prediction, ...]) -> list[list[Prediction]]:
     for d in digits:
         lines.setdefault(d.line, []).append(d)
     for line in (lines[k] for k in sorted(lines)):
-        heights = [d.box[3] for d in line if d.box is not None]
+        heights = [d.box[3] for d in line if d.box is not None and d.symbol is None]
         space = _SPACE * float(np.median(heights)) if heights else float("inf")
         groups.append([line[0]])
         for left, right in zip(line, line[1:]):
@@ -178,12 +191,12 @@ def _groups(digits: tuple[Prediction, ...]) -> list[list[Prediction]]:
     return groups
 
 
-def _joined(digits: tuple[Prediction, ...], doubt: str | None) -> str:
-    """Each line's numbers as a string, a space between numbers, lines joined by newlines; an uncertain
-    digit is ``doubt`` (if given)."""
+def _joined(digits: tuple[Prediction, ...], best: bool) -> str:
+    """Each line's numbers as a string, a space between numbers, lines joined by newlines; an uncertain digit
+    is "?", or with ``best`` its most probable digit."""
     lines: dict[int, list[str]] = {}
     for group in _groups(digits):
-        text = "".join(doubt if doubt is not None and d.uncertain else str(d.digit) for d in group)
+        text = "".join(d.symbol or str(d.digit) if best else d.text for d in group)
         lines.setdefault(group[0].line, []).append(text)
     return "\n".join(" ".join(lines[k]) for k in sorted(lines))
 

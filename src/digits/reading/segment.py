@@ -19,6 +19,7 @@ import numpy as np
 
 from digits.errors import ImageError
 from digits.reading.normalize import BOX, to_mnist
+from digits.spec import IMAGE_SIZE
 
 # Ink is found on at most this many pixels (512x512); bigger pictures are area-averaged down by an
 # integer factor, which also averages away sensor noise.
@@ -101,6 +102,11 @@ _CUT_WINDOW = 0.25
 _NARROW_PAIR_WIDTH = 0.8
 # ... at the column with the least ink between these fractions of its width.
 _NARROW_CUT_WINDOW = (0.2, 0.8)
+# Marks of a number, as fractions of the line's digit height: a decimal point's size (at least about a pen
+# stroke, at most a third of a digit), a minus sign's length; each fills at least this share of its box.
+_DOT = (0.06, 0.3)
+_MINUS = (0.2, 0.9)
+_MARK_SOLIDITY = 0.5
 # Soft edges reach 1 / this of a digit's size beyond its thresholded ink (at least one pixel).
 _SOFT_EDGE_DIVISOR = 40
 
@@ -115,6 +121,8 @@ class Glyph:
     box: (x, y, w, h) of its ink, in pixels of the picture as loaded.
     image: (28, 28) uint8, light ink on black: exactly what the model sees.
     line: 0 for the top line of text, 1 for the next, and so on.
+    symbol: with ``segment(marks=True)``, "." for a decimal point or "-" for a minus sign (its image is
+        blank: the model never sees it); None for a digit.
     cutter: when asked for (``segment(halves=True)``) and the shape is wide enough to be two digits
         touching, what :meth:`cuts` calls; None otherwise.
     """
@@ -122,6 +130,7 @@ class Glyph:
     box: tuple[int, int, int, int]
     image: np.ndarray
     line: int
+    symbol: str | None = None  # "." or "-": a mark of a number found by its size and place, not a digit
     cutter: Callable[[], tuple[tuple[Glyph, Glyph], ...]] | None = dataclasses.field(default=None, repr=False)
 
     def cuts(self) -> tuple[tuple[Glyph, Glyph], ...]:
@@ -180,6 +189,7 @@ def segment(
     dark: bool | None = None,
     plane_light: bool = False,
     halves: bool = False,
+    marks: bool = False,
     trace: Trace | None = None,
 ) -> list[Glyph]:
     """Find the digits of a grayscale picture from :func:`load_image`: top line first, left to right.
@@ -188,9 +198,10 @@ def segment(
     of a broken digit are joined, touching digits are cut apart. ``stroke`` is passed on to
     :func:`to_mnist`. ``dark`` says the ink is darker (True) or lighter (False) than its background;
     None lets the picture's cues vote (see :func:`_dark_ink`). With ``halves``, a shape that may be two
-    digits touching can be cut in two (:meth:`Glyph.cuts`). Given a dict as ``trace``, every decision
-    taken on the way is written into it (polarity and the cues that voted on it, whether they agreed,
-    lighting, noise, threshold, shapes kept): what ``--debug-dir`` shows.
+    digits touching can be cut in two (:meth:`Glyph.cuts`). With ``marks``, decimal points and minus
+    signs between and before a line's digits come as glyphs too (:attr:`Glyph.symbol`). Given a dict as
+    ``trace``, every decision taken on the way is written into it (polarity and the cues that voted on it,
+    whether they agreed, lighting, noise, threshold, shapes kept): what ``--debug-dir`` shows.
     """
     if gray.ndim != 2 or gray.size == 0 or not np.issubdtype(gray.dtype, np.floating):
         raise ImageError(f"segment expects a (H, W) float image from load_image, got {gray.dtype} {gray.shape}")
@@ -210,9 +221,11 @@ def segment(
     lines = _lines(shapes)
     for number, line in enumerate(lines):
         height = float(np.median([s.h for s in line]))
-        for shape in line:
-            glyphs.extend(_glyphs(gray, ink, shape, height, min_extent, number, stroke, halves))
-    trace.update(shapes=len(shapes), lines=len(lines), digits=len(glyphs))
+        found = [g for shape in line for g in _glyphs(gray, ink, shape, height, min_extent, number, stroke, halves)]
+        glyphs.extend(_with_marks(ink, found) if marks and found else found)
+    trace.update(shapes=len(shapes), lines=len(lines), digits=sum(g.symbol is None for g in glyphs))
+    if marks:
+        trace["marks"] = "".join(g.symbol for g in glyphs if g.symbol is not None)
     return glyphs
 
 
@@ -608,6 +621,62 @@ def _pair_cuts(region: np.ndarray, line_height: float) -> list[int]:
     thinnest = lo + int(np.argmin(cost))
     tenths = (round(f * w) for f in np.arange(_NARROW_CUT_WINDOW[0], _NARROW_CUT_WINDOW[1] + 0.01, 0.1))
     return sorted({thinnest, *(c for c in tenths if 0 < c < w)})
+
+
+def _with_marks(ink: _Ink, digits: list[Glyph]) -> list[Glyph]:
+    """A line's digits (left to right) with the decimal points and minus signs among them, in place.
+
+    A decimal point is a small, solid, roundish speck (_DOT) low in the line, between two digits; a minus
+    sign a short, flat stroke (_MINUS) at mid-height, just before a digit. Both are found in the mask
+    around the line, where specks and dashes were set aside as no digits. Dust on the baseline can pass
+    for a point: only a speck of about a pen stroke's size, between digits, is taken.
+    """
+    f = ink.factor
+    boxes = np.array([g.box for g in digits], np.float64)  # (N, 4) picture pixels
+    top, bottom = float(np.median(boxes[:, 1])), float(np.median(boxes[:, 1] + boxes[:, 3]))
+    height = bottom - top
+    x0, x1 = boxes[0, 0] - height, boxes[-1, 0] + boxes[-1, 2]
+    # The line's band of the mask, in mask pixels.
+    mx0, mx1 = max(0, int(x0 / f)), min(ink.mask.shape[1], int(np.ceil(x1 / f)))
+    my0, my1 = max(0, int((top - 0.1 * height) / f)), min(ink.mask.shape[0], int(np.ceil((bottom + 0.2 * height) / f)))
+    if mx1 <= mx0 or my1 <= my0:
+        return digits
+    n, _, stats, _ = cv2.connectedComponentsWithStats(ink.mask[my0:my1, mx0:mx1], connectivity=8)
+    marks: list[Glyph] = []
+    lefts, rights = boxes[:, 0], boxes[:, 0] + boxes[:, 2]
+    for x, y, w, h, area in stats[1:]:
+        bx, by, bw, bh = (mx0 + x) * f, (my0 + y) * f, w * f, h * f  # picture pixels
+        cx, cy = bx + bw / 2, by + bh / 2
+        if ((lefts <= cx) & (cx <= rights)).any():  # part of a digit's column
+            continue
+        solid = area >= _MARK_SOLIDITY * w * h
+        before = np.flatnonzero(rights < cx)
+        after = np.flatnonzero(lefts > cx)
+        symbol = None
+        if (
+            solid
+            and _DOT[0] * height <= max(bw, bh) <= _DOT[1] * height
+            and max(bw, bh) <= 2 * min(bw, bh)
+            and cy >= top + 0.7 * height
+            and before.size
+            and after.size
+        ):
+            symbol = "."
+        elif (
+            solid
+            and _MINUS[0] * height <= bw <= _MINUS[1] * height
+            and bh <= 0.4 * bw
+            and top + 0.3 * height <= cy <= top + 0.7 * height
+            and after.size
+            and lefts[after[0]] - (bx + bw) <= 0.5 * height
+        ):
+            symbol = "-"
+        if symbol is not None:
+            box = (int(bx), int(by), max(1, int(bw)), max(1, int(bh)))
+            marks.append(
+                Glyph(box=box, image=np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.uint8), line=digits[0].line, symbol=symbol)
+            )
+    return sorted(digits + marks, key=lambda g: g.box[0] + g.box[2] / 2)
 
 
 def _split_columns(region: np.ndarray, line_height: float) -> list[tuple[int, int]]:
