@@ -321,7 +321,7 @@ PRESETS: dict[str, TrainConfig] = {
     # there are all count. Its first layer is fixed (the DCT stem), which spares the backward pass through
     # it and the second convolution's input gradient; it predicts with test-time shifts (tta), five
     # predictions per image, so it evaluates in bf16. Every choice was made on held-out training images;
-    # the measurements are in the README ("Presets") and benchmarks/results/presets.json.
+    # the measurements are in benchmarks/README.md ("Presets") and benchmarks/results/presets.json.
     "fast": TrainConfig(
         model="fastnet",
         model_options={"stem": "dct", "widths": [16, 24, 48], "tta": True},
@@ -357,7 +357,7 @@ PRESETS: dict[str, TrainConfig] = {
     # digits.reading) and with 10,000 non-digit shapes trained towards no digit (outlier exposure), so it
     # copes with handwriting that is not MNIST's and doubts letters; label smoothing 0.1 (validation 99.42%
     # -> 99.63%, the dev fonts 98.3% -> 98.9% read right). Chosen on the dev halves of
-    # benchmarks/reading_sets.py and the validation split; the README has the measurements.
+    # benchmarks/reading_sets.py and the validation split; benchmarks/README.md has the measurements.
     "reader": TrainConfig(
         model="fastnet",
         model_options={"widths": (48, 96, 192)},
