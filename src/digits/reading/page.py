@@ -74,7 +74,7 @@ def find_page(gray: np.ndarray) -> Page | None:
         return None
     small = cv2.GaussianBlur(small, (5, 5), 0)
     u8 = np.clip(small * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    cut, light = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    _, light = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     contours, _ = cv2.findContours(light, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
         return None
@@ -94,7 +94,9 @@ def find_page(gray: np.ndarray) -> Page | None:
     band = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * _EDGE_BAND + 1, 2 * _EDGE_BAND + 1))
     rim_in = inside & (cv2.erode(region, band) == 0) & (light > 0)  # the paper along the outline
     rim_out = (cv2.dilate(region, band) > 0) & surround
-    if not rim_out.any() or float(np.median(small[rim_in])) - float(np.median(small[rim_out])) < _MIN_CONTRAST:
+    if not (rim_in.any() and rim_out.any()):
+        return None
+    if float(np.median(small[rim_in])) - float(np.median(small[rim_out])) < _MIN_CONTRAST:
         return None
     paper = float(np.median(small[inside & (light > 0)]))
     # The surround is painted paper first: where the page is cut by the picture's frame, the quadrilateral
