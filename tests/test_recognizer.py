@@ -747,3 +747,22 @@ def test_decimal_points_and_minus_signs_are_read_in_numbers(recognizer, mnist):
     lone = np.full((300, 300), 235, np.uint8)
     cv2.circle(lone, (150, 150), 9, 30, -1)
     assert recognizer.read(lone).text == ""
+
+
+def test_a_phone_number_after_a_word_keeps_its_dash_and_doubts_the_letters(recognizer, mnist):
+    # "Tel 555-0199": was "7?15550199" (the T a confident 7, the dash gone, no space).
+    def digit(d: int, k: int) -> np.ndarray:
+        return mnist.test_images[int(np.flatnonzero(mnist.test_labels == d)[k])]
+
+    digits = [digit(5, 2), digit(5, 3), digit(5, 4), digit(0, 2), digit(1, 2), digit(9, 2), digit(9, 3)]
+    scene = paper(digits, size=(2000, 400), origin=(560, 120), height=150, gap=[35, 35, 110, 35, 35, 35], seed=7)
+    image = scene.image.copy()
+    dash_from, dash_to = scene.boxes[2][0] + scene.boxes[2][2] + 25, scene.boxes[3][0] - 25
+    cv2.line(image, (dash_from, 195), (dash_to, 195), 30, 12)
+    for font in (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_SCRIPT_SIMPLEX):
+        picture = image.copy()
+        cv2.putText(picture, "Tel", (60, 270), font, 5, 30, 12)
+        reading = recognizer.read(picture)
+        # T and e are doubted; an l is written as a 1 is, and reads as one.
+        assert reading.text == "??1 555-0199", (font, reading)
+        assert [n["text"] for n in reading.numbers] == ["??1", "555-0199"]
