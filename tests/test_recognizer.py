@@ -714,7 +714,7 @@ def test_numbers_apart_on_a_line_are_read_as_numbers_with_their_boxes(recognizer
     assert reading.to_dict()["numbers"] == numbers
 
 
-def test_decimal_points_and_minus_signs_are_read_in_numbers(recognizer, mnist):
+def test_decimal_points_and_minus_signs_are_read_in_numbers(recognizer, mnist, model_dir, tmp_path, capsys):
     def digit(d: int) -> np.ndarray:
         return mnist.test_images[int(np.flatnonzero(mnist.test_labels == d)[1])]
 
@@ -736,6 +736,11 @@ def test_decimal_points_and_minus_signs_are_read_in_numbers(recognizer, mnist):
     (point,) = [d for d in reading.digits if d.symbol is not None]
     assert point.symbol == "." and point.digit is None and not point.uncertain
     assert reading.to_dict()["digits"][6]["symbol"] == "."
+    path = tmp_path / "pi.png"
+    Image.fromarray(image).save(path)
+    assert main(["read", str(path), "-v", "--model", str(model_dir / "model.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert f"{path}: 12 345 3.14" in out and "  . (a decimal point) at x=" in out
 
     # "-52": a short flat stroke at mid-height just before the 5.
     scene = paper([digit(5), digit(2)], size=(900, 400), origin=(250, 120), height=150, gap=40, seed=6)

@@ -370,8 +370,13 @@ def _save_debug(
     save_debug(glyphs, Path(directory) / f"{index:03d}_{stem}", gray=gray, trace=trace or None)
 
 
+_MARKS = {".": "a decimal point", "-": "a minus sign"}
+
+
 def _describe(p: Any) -> str:
-    """'7 (0.99)', '7? (0.55, uncertain: low confidence)' or 'no digit found'."""
+    """'7 (0.99)', '7? (0.55, uncertain: low confidence)', '. (a decimal point)' or 'no digit found'."""
+    if p.symbol is not None:
+        return f"{p.symbol} ({_MARKS.get(p.symbol, 'a mark')})"
     if p.digit is None:
         return str(p.reason)
     doubt = f", uncertain: {p.reason}" if p.uncertain else ""
@@ -417,7 +422,8 @@ def cmd_read(args: argparse.Namespace) -> int:
                 for d in reading.digits:
                     x, y, w, h = d.box
                     top = ", ".join(f"{k} {q:.2f}" for k, q in d.top(3))
-                    print(f"  {_describe(d)} at x={x} y={y} w={w} h={h}, line {d.line}; top: {top}")
+                    top = f"; top: {top}" if top else ""
+                    print(f"  {_describe(d)} at x={x} y={y} w={w} h={h}, line {d.line}{top}")
     return EXIT_FAILURE if any(not r.ok for r in results) else 0
 
 
