@@ -771,3 +771,20 @@ def test_a_phone_number_after_a_word_keeps_its_dash_and_doubts_the_letters(recog
         # T and e are doubted; an l is written as a 1 is, and reads as one.
         assert reading.text == "??1 555-0199", (font, reading)
         assert [n["text"] for n in reading.numbers] == ["??1", "555-0199"]
+
+
+def test_overlapping_digits_are_cut_where_both_read_best(recognizer, mnist):
+    # Two 0s written over each other by a fifteenth to a sixth of their height (they read "?3"). A rule cuts the
+    # wide shape at its thinnest column near the middle, which is inside one of the rings; read also tries
+    # other cuts and keeps the pair it trusts most (8 of these 16 read "00" with the rule's cut alone, 15 now).
+    zeros = np.flatnonzero(mnist.test_labels == 0)
+    right, recut = 0, 0
+    for overlap in (10, 25):
+        for i in range(8):
+            pair = [mnist.test_images[zeros[i]], mnist.test_images[zeros[i + 8]]]
+            scene = paper(pair, size=(700, 400), origin=(100, 120), height=150, gap=-overlap, seed=i)
+            trace: dict[str, object] = {}
+            recognizer.prepare(scene.image, numbers=True, trace=trace)
+            recut += int(trace["pairs_recut"])  # type: ignore[call-overload]
+            right += recognizer.read(scene.image).text == "00"
+    assert right >= 14 and recut >= 3, (right, recut)

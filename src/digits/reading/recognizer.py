@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -245,7 +245,38 @@ class Recognizer:
                 glyphs.extend(best)
                 cut += 1
         trace["narrow_pairs_cut"] = cut
+        glyphs, recut = self._recut(glyphs)
+        trace["pairs_recut"] = recut
         return Prepared(prepared.gray, tuple(glyphs))
+
+    def _recut(self, glyphs: list[Glyph]) -> tuple[list[Glyph], int]:
+        """Each shape a rule cut in two (a glyph with :attr:`Glyph.recutter` and the next) becomes the pair of
+        its cuts whose less trusted half is trusted most, both halves undoubted first (overlapping digits:
+        the thinnest column may be inside one of them). One model call for every candidate."""
+        offered = [i for i, g in enumerate(glyphs[:-1]) if g.recutter is not None]
+        if not offered:
+            return glyphs, 0
+        options = {i: [(glyphs[i], glyphs[i + 1]), *glyphs[i].recutter()] for i in offered}  # type: ignore[misc]
+        found = iter(self.classify(np.stack([h.image for pairs in options.values() for p in pairs for h in p])))
+        out: list[Glyph] = []
+        recut, skip = 0, False
+        for i, g in enumerate(glyphs):
+            if skip:
+                skip = False
+                continue
+            if i not in options:
+                out.append(g)
+                continue
+            scored = []
+            for pair in options[i]:
+                left, right = next(found), next(found)
+                undoubted = not (left.uncertain or right.uncertain)
+                scored.append((undoubted, min(left.confidence, right.confidence), pair))
+            best = max(range(len(scored)), key=lambda k: scored[k][:2])  # ties: the rule's own cut
+            out.extend(scored[best][2])
+            recut += best > 0
+            skip = True
+        return out, recut
 
     def _settle(self, prepared: Prepared, numbers: bool, trace: Trace) -> Prepared:
         """``prepared``, or the picture segmented another way when a rule could not decide and that way reads
@@ -399,13 +430,13 @@ _EMPTY = np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
 
 def _on_picture(g: Glyph, page: Page) -> Glyph:
     """A glyph found on a straightened page, its box (and its cuts' boxes) in the picture's pixels."""
-    if g.cutter is None:
-        return dataclasses.replace(g, box=page.box_in_picture(g.box))
 
-    def cuts() -> tuple[tuple[Glyph, Glyph], ...]:
-        return tuple((_on_picture(a, page), _on_picture(b, page)) for a, b in g.cuts())
+    def mapped(cutter: Callable[[], tuple[tuple[Glyph, Glyph], ...]] | None) -> Any:
+        if cutter is None:
+            return None
+        return lambda: tuple((_on_picture(a, page), _on_picture(b, page)) for a, b in cutter())
 
-    return dataclasses.replace(g, box=page.box_in_picture(g.box), cutter=cuts)
+    return dataclasses.replace(g, box=page.box_in_picture(g.box), cutter=mapped(g.cutter), recutter=mapped(g.recutter))
 
 
 def _mark(g: Glyph) -> Prediction:

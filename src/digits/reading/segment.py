@@ -102,6 +102,8 @@ _CUT_WINDOW = 0.25
 _NARROW_PAIR_WIDTH = 0.8
 # ... at the column with the least ink between these fractions of its width.
 _NARROW_CUT_WINDOW = (0.2, 0.8)
+# A shape cut in two by rule is also offered cut at these fractions of its width.
+_RECUTS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
 # Marks of a number, as fractions of the line's digit height: a decimal point's size (at least about a pen
 # stroke, at most a third of a digit), a minus sign's length; each fills at least this share of its box.
 _DOT = (0.06, 0.3)
@@ -125,6 +127,9 @@ class Glyph:
         blank: the model never sees it); None for a digit.
     cutter: when asked for (``segment(halves=True)``) and the shape is wide enough to be two digits
         touching, what :meth:`cuts` calls; None otherwise.
+    recutter: when asked for, on the left glyph of a shape that a rule cut in two (far wider than a digit:
+        two digits touching or overlapping), the other places it could be cut, as (left, right) pairs;
+        which cut reads best is for the model to say.
     """
 
     box: tuple[int, int, int, int]
@@ -132,6 +137,7 @@ class Glyph:
     line: int
     symbol: str | None = None  # "." or "-": a mark of a number found by its size and place, not a digit
     cutter: Callable[[], tuple[tuple[Glyph, Glyph], ...]] | None = dataclasses.field(default=None, repr=False)
+    recutter: Callable[[], tuple[tuple[Glyph, Glyph], ...]] | None = dataclasses.field(default=None, repr=False)
 
     def cuts(self) -> tuple[tuple[Glyph, Glyph], ...]:
         """The (left, right) glyphs of each candidate cut of a shape that may be two digits touching (none
@@ -604,6 +610,18 @@ def _glyphs(
             return tuple((a, b) for a, b in pairs if a is not None and b is not None)
 
         glyphs = [dataclasses.replace(glyphs[0], cutter=cuts)]
+    elif halves and len(columns) == 2 and len(glyphs) == 2:
+        # The rule cut at the thinnest column near the middle; overlapping digits cross there, and the
+        # thinnest column can be inside either. Other cuts are offered for the model to judge.
+        w = region.shape[1]
+        ruled = columns[0][1]
+        others = sorted({round(f * w) for f in _RECUTS} - {ruled})
+
+        def recuts() -> tuple[tuple[Glyph, Glyph], ...]:
+            pairs = ((cut_out(0, c, True), cut_out(c, w, True)) for c in others if 0 < c < w)
+            return tuple((a, b) for a, b in pairs if a is not None and b is not None)
+
+        glyphs = [dataclasses.replace(glyphs[0], recutter=recuts), glyphs[1]]
     return glyphs
 
 
