@@ -151,3 +151,39 @@ def test_a_model_with_tta_exports_its_shifts_too(tmp_path, mnist):
         plain = model.net(torch.from_numpy(to_model_input(images))).log_softmax(1).numpy()
     np.testing.assert_allclose(onnx_logits(path, images), expected, atol=1e-4, rtol=0)
     assert np.abs(plain - expected).max() > 1e-3  # the shifts are in the file, not left behind
+
+
+def test_export_never_writes_over_the_model_or_an_existing_file_unless_forced(model_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    weights = (model_dir / "model.safetensors").read_bytes()
+    (run / "model.safetensors").write_bytes(weights)
+    (run / "run.json").write_text("{}")
+    for target in ("model.safetensors", "run.json"):  # the model itself, or the run's own files: never
+        for force in ([], ["--force"]):
+            assert main(["export", str(run), "-o", str(run / target), *force]) == 2
+            assert "-o" in capsys.readouterr().err
+    assert (run / "model.safetensors").read_bytes() == weights and (run / "run.json").read_text() == "{}"
+
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(b"the user's own file")
+    assert main(["export", str(run), "-o", str(mine)]) == 2
+    assert "already exists; pass --force" in capsys.readouterr().err and mine.read_bytes() == b"the user's own file"
+    assert main(["export", str(run), "-o", str(mine), "--force"]) == 0
+    assert mine.read_bytes() != b"the user's own file" and onnx_logits(mine, np.zeros((1, 28, 28), np.uint8)).shape
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.onnx", "run"]  # no partial file left
+
+
+def test_an_export_that_fails_its_check_leaves_the_old_file_and_nothing_else(model_dir, tmp_path, monkeypatch, capsys):
+    import digits.export
+
+    old = tmp_path / "model.onnx"
+    old.write_bytes(b"the export that worked")
+
+    def broken(path, images):  # noqa: ANN001, ANN202 - a model whose ONNX logits came out NaN
+        return np.full((len(images), 10), np.nan, np.float32)
+
+    monkeypatch.setattr(digits.export, "onnx_logits", broken)
+    assert main(["export", str(model_dir / "model.safetensors"), "-o", str(old), "--force"]) == 1
+    assert "not finite" in capsys.readouterr().err
+    assert old.read_bytes() == b"the export that worked" and [p.name for p in tmp_path.iterdir()] == ["model.onnx"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import sys
 import typing
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from digits.errors import DigitsError, UsageError
-from digits.spec import NUM_CLASSES, ONNX_INT8_NAME, ONNX_NAME
+from digits.spec import NUM_CLASSES, ONNX_INT8_NAME, ONNX_NAME, WEIGHTS_NAME
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -428,8 +429,6 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from digits.export import export_onnx, int8_accuracy, parity_images, read_metadata
-
     src = Path(args.model)
     if args.out:
         out = Path(args.out)
@@ -437,8 +436,33 @@ def cmd_export(args: argparse.Namespace) -> int:
         out = src / (ONNX_INT8_NAME if args.int8 else ONNX_NAME)
     else:
         raise UsageError("give the output file with -o FILE when exporting a .safetensors file")
+    weights = src / WEIGHTS_NAME if src.is_dir() else src
+    if out.resolve() in (weights.resolve(), src.resolve()):
+        raise UsageError(f"-o {out} is the model being exported; write the export to another file")
+    if src.is_dir() and out.resolve().parent == src.resolve() and out.name not in (ONNX_NAME, ONNX_INT8_NAME):
+        raise UsageError(
+            f"-o {out} would write over the run's own files; in a run folder, exports are "
+            f"{ONNX_NAME} or {ONNX_INT8_NAME}"
+        )
+    if out.is_dir():
+        raise UsageError(f"{out} is a folder; give a file name with -o")
+    if out.exists() and not args.force:
+        raise UsageError(f"{out} already exists; pass --force to replace it, or choose another file with -o")
+    # Written beside the target and moved into place only once checked: a failed export leaves the old
+    # file as it was and no half-checked file behind.
+    final, out = out, out.with_name(f".{out.name}.{os.getpid()}.partial")
+    try:
+        code = _export_checked(args, src, out, final)
+    finally:
+        out.unlink(missing_ok=True)
+    return code
+
+
+def _export_checked(args: argparse.Namespace, src: Path, out: Path, final: Path) -> int:
+    from digits.export import export_onnx, int8_accuracy, parity_images, read_metadata
+
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
-    report: dict[str, Any] = {"source": str(src), "file": str(out), "format": args.format, "int8": args.int8}
+    report: dict[str, Any] = {"source": str(src), "file": str(final), "format": args.format, "int8": args.int8}
     if args.int8:
         from digits.data import load_mnist
 
@@ -463,10 +487,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         log(f"ONNX logits equal torch's within {report['max_abs_diff']:.1e} (allowed {args.atol:g})")
     report["metadata"] = read_metadata(out)
     report["bytes"] = out.stat().st_size
+    os.replace(out, final)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"wrote {out} ({report['bytes'] / 1024:.0f} KiB), checked with onnx.checker")
+        print(f"wrote {final} ({report['bytes'] / 1024:.0f} KiB), checked with onnx.checker")
     return 0
 
 
@@ -629,6 +654,7 @@ def _export_parser(sub: Subparsers) -> None:
         default=PARITY_ATOL,
         help="largest logit difference allowed from torch (default: %(default)s)",
     )
+    ex.add_argument("--force", action="store_true", help="replace the output file if it exists (never the model)")
     ex.add_argument("--json", action="store_true")
     _data_dir(ex)
     ex.set_defaults(func=cmd_export)

@@ -230,9 +230,13 @@ def check_parity(
             expected = model.eval()(x).numpy()
     finally:
         model.train(was_training)
+    if not (np.isfinite(atol) and atol >= 0):
+        raise ValueError(f"atol must be a finite number >= 0, got {atol}")
     got = onnx_logits(path, images)
+    if not (np.isfinite(got).all() and np.isfinite(expected).all()):
+        raise ParityError(f"{path}: the logits are not finite numbers (NaN or infinity): the model is broken")
     diff = float(np.max(np.abs(got - expected))) if len(expected) else 0.0
-    if diff > atol:
+    if not diff <= atol:
         raise ParityError(f"{path}: ONNX logits differ from torch by up to {diff:.2e} (allowed {atol:.0e})")
     return diff
 
