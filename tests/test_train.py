@@ -412,3 +412,46 @@ def test_captured_copies_join_the_training_set_only(mnist, tmp_path, monkeypatch
     assert 700 <= n <= 800
     assert any(f"on {800 + n:,} images, validating on 200" in line for line in lines), lines
     assert list((tmp_path / "cache").rglob("*.npz"))
+
+
+def test_a_run_claims_its_folder_and_never_writes_over_files_it_did_not_make(mnist, tmp_path):
+    import subprocess
+    import sys
+
+    from digits.train.loop import CLAIM_NAME
+
+    cfg = override(SMALL, train_limit=500, epochs=1)
+    quiet = {"data": mnist, "progress": False, "log": lambda s: None}
+    # A folder of the user's own, with a run.json and a history.csv in it: refused, both kept.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "run.json").write_text("my notes")
+    (mine / "history.csv").write_text("my,data\n")
+    with pytest.raises(RunError, match="run.json, which a run would write over"):
+        fit(cfg, mine, **quiet)
+    assert (mine / "run.json").read_text() == "my notes" and sorted(p.name for p in mine.iterdir()) == [
+        "history.csv",
+        "run.json",
+    ]
+    # Another run, still running (this very process stands in for it), has the folder: refused.
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / CLAIM_NAME).write_text(f"{os.getpid()}\n")
+    with pytest.raises(RunError, match="taken by another run"):
+        fit(cfg, taken, **quiet)
+    assert not (taken / "model.safetensors").exists()
+    # A claim left by a run that ended before it saved anything (its process is gone): taken over.
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (taken / CLAIM_NAME).write_text(gone.stdout)
+    run = fit(cfg, taken, **quiet)
+    assert (taken / "model.safetensors").is_file() and run.test.accuracy > 0.5
+    # Finished, the folder holds a run: a second start into it is refused, its model kept.
+    with pytest.raises(RunError, match="already holds a run"):
+        fit(cfg, taken, **quiet)
+
+
+def test_resume_with_another_out_folder_is_a_usage_error(tmp_path, capsys):
+    from digits.cli import main
+
+    assert main(["train", "--resume", str(tmp_path / "a"), "--out", str(tmp_path / "b")]) == 2
+    assert "--resume continues the run in its own folder" in capsys.readouterr().err

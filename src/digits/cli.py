@@ -194,6 +194,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         from digits.train.checkpoint import TrainState
 
         out = Path(args.resume)
+        if args.out and Path(args.out).resolve() != out.resolve():
+            raise UsageError(f"--resume continues the run in its own folder, {out}; drop --out {args.out}")
         if not (out / CHECKPOINT_NAME).is_file():
             raise UsageError(f"nothing to resume in {out}: no {CHECKPOINT_NAME} there (finished runs have none)")
         if _config_overrides(args) or _model_options(args):
@@ -221,7 +223,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if latest:
             log(f"{latest} now points to {out}")
     else:
-        files = ", ".join(sorted(p.name for p in Path(out).iterdir() if p.is_file()))
+        files = ", ".join(sorted(p.name for p in Path(out).iterdir() if p.is_file() and not p.name.startswith(".")))
         print(f"model saved in {out} ({files})")
         if latest:
             print(f"{latest} now points to it")

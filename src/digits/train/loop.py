@@ -13,6 +13,7 @@ back when it returns, and allocator tuning (:mod:`digits.train.fast.memory`) is 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ from digits.files import remove_partial_files
 from digits.models import count_parameters, create_model
 from digits.models.inference import as_model_input, predict_logits
 from digits.models.layers import ShiftAverage
-from digits.spec import CHECKPOINT_NAME, WEIGHTS_NAME
+from digits.spec import CHECKPOINT_NAME, META_NAME, WEIGHTS_NAME
 from digits.train.augment import augment
 from digits.train.checkpoint import Best, TrainState
 from digits.train.config import TrainConfig
@@ -87,6 +88,49 @@ def fit(
         return _finish(state, eval_model, (val_x, val_y), data, device, out_dir, stopped, log)
 
 
+# Files a run writes into its folder; a folder that holds any of them, not written by a run, is someone's.
+RUN_FILES = (WEIGHTS_NAME, META_NAME, CHECKPOINT_NAME, "history.csv", "curves.png", "confusion.png", "mistakes.png")
+# Made exclusively when a run starts in a folder, and kept: two runs started into one folder cannot both
+# have it, and a folder that has it was made for a run.
+CLAIM_NAME = ".digits-run"
+
+
+def _claim(out_dir: Path) -> None:
+    """Make ``out_dir`` this run's, or say why not: another run has it, or it holds files a run would
+    write over (a user's own run.json or history.csv)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    theirs = sorted(name for name in RUN_FILES if (out_dir / name).exists())
+    if theirs:
+        raise RunError(
+            f"{out_dir} holds {', '.join(theirs)}, which a run would write over; choose an empty or new folder "
+            "with --out"
+        )
+    claim = out_dir / CLAIM_NAME
+    if claim.exists() and not _alive(claim):  # left by a run that ended before it saved anything
+        claim.unlink(missing_ok=True)
+    try:
+        fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        raise RunError(f"{out_dir} is taken by another run, still running; choose another --out") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{os.getpid()}\n")
+
+
+def _alive(claim: Path) -> bool:
+    """Whether the process that wrote ``claim`` (its first line: a process id) is still running."""
+    try:
+        pid = int(claim.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, and is someone else's
+        return True
+    return True
+
+
 def _open_run_dir(out_dir: Path, cfg: TrainConfig, resume: bool, preset: str | None, log: Log) -> TrainState:
     """The state to start from: a new one, or the checkpoint of the run being resumed (same config only)."""
     ckpt_path = out_dir / CHECKPOINT_NAME
@@ -103,6 +147,7 @@ def _open_run_dir(out_dir: Path, cfg: TrainConfig, resume: bool, preset: str | N
         raise RunError(f"{out_dir} already holds a run; choose another --out, or --resume it")
     else:
         state = TrainState(cfg, preset)
+        _claim(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in remove_partial_files(out_dir):
         log(f"removed {name}, a file a killed run had not finished writing")
