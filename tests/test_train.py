@@ -7,11 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import digits.train.loop as train_mod
-from digits.errors import RunError, WriteError
+from digits.errors import ModelFileError, RunError, WriteError
 from digits.models import create_model
 from digits.models.layers import dct_filters
 from digits.models.weights import load_weights
@@ -366,6 +367,7 @@ def test_a_full_disk_while_saving_the_weights_keeps_the_old_file(tmp_path, monke
 _FILE_SIZE_LIMIT = """
 import resource, signal, sys
 from pathlib import Path
+import numpy as np
 import torch
 from digits.errors import WriteError
 from digits.models import create_model
@@ -455,3 +457,31 @@ def test_resume_with_another_out_folder_is_a_usage_error(tmp_path, capsys):
 
     assert main(["train", "--resume", str(tmp_path / "a"), "--out", str(tmp_path / "b")]) == 2
     assert "--resume continues the run in its own folder" in capsys.readouterr().err
+
+
+def test_a_run_whose_loss_diverges_stops_with_a_clear_error_and_saves_no_model(mnist, tmp_path):
+    # A finite but absurd learning rate passes the config's checks and sends the loss to infinity or NaN.
+    cfg = override(SMALL, train_limit=1000, epochs=2, optimizer="sgd", lr=1e12)
+    with pytest.raises(RunError, match="the model diverged, and no model was saved"):
+        fit(cfg, tmp_path / "run", data=mnist, progress=False, log=lambda s: None)
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+    # From the command line: exit 1 with the message, and the folder it made is gone.
+    from digits.cli import main
+
+    args = ["train", "--preset", "seed", "--optimizer", "sgd", "--lr", "1e12", "--train-limit", "1000"]
+    assert main([*args, "--epochs", "1", "--out", str(tmp_path / "cli")]) == 1
+    assert not (tmp_path / "cli").exists()
+
+
+def test_a_model_with_broken_weights_is_refused_when_reading(tmp_path):
+    from digits.models import create_model
+    from digits.models.weights import save_weights
+    from digits.reading import Recognizer
+
+    model = create_model("mlp")
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    save_weights(model, tmp_path / "broken.safetensors", "mlp", {})
+    recognizer = Recognizer.load(tmp_path / "broken.safetensors", backend="torch", shape_check=False)
+    with pytest.raises(ModelFileError, match="not finite numbers"):
+        recognizer.classify(np.zeros((1, 28, 28), np.uint8))

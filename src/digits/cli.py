@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from digits.errors import DigitsError, UsageError
-from digits.spec import NUM_CLASSES, ONNX_INT8_NAME, ONNX_NAME, WEIGHTS_NAME
+from digits.spec import CHECKPOINT_NAME, NUM_CLASSES, ONNX_INT8_NAME, ONNX_NAME, WEIGHTS_NAME
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -190,7 +190,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from digits.train.report import default_run_dir, link_latest
 
     if args.resume:
-        from digits.spec import CHECKPOINT_NAME
         from digits.train.checkpoint import TrainState
 
         out = Path(args.resume)
@@ -217,6 +216,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"\n{_interrupted(out, created)}", file=sys.stderr)
         return 130
+    except DigitsError:  # a run that failed (diverged, disk full) and saved nothing leaves no folder behind
+        if created and out.is_dir() and not any((out / name).exists() for name in (CHECKPOINT_NAME, WEIGHTS_NAME)):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     latest = link_latest(out)
     if args.json:
         print(json.dumps(run.summary, indent=2))
@@ -237,8 +240,6 @@ def _interrupted(out: Path, created: bool) -> str:
     A run stopped before its first epoch finished has nothing to resume; the folder it made is removed,
     so that no empty run folder is left behind.
     """
-    from digits.spec import CHECKPOINT_NAME
-
     if (out / CHECKPOINT_NAME).is_file():
         return f"interrupted; the last finished epoch is saved. Continue with: digits train --resume {out}"
     if created and out.is_dir():

@@ -175,6 +175,11 @@ class Recognizer:
         if images.ndim == 2:
             images = images[None]
         probs = self.probabilities(images)
+        if not np.isfinite(probs).all():
+            raise ModelFileError(
+                f"{self.source}: the model's outputs are not finite numbers (NaN or infinity): its weights are "
+                "broken; train it again, or use another model"
+            )
         digits = probs.argmax(axis=1)
         unlike = (
             self.shapes.score(images, digits) > _SHAPE_LIMIT if self.shapes is not None else np.zeros(len(images), bool)

@@ -265,6 +265,8 @@ def _train_epochs(
         update = bar.start(epoch + 1, cfg.epochs, steps_per_epoch, cfg.batch_size)
         lr = cfg.lr * lr_factor(cfg, optimizer.steps, steps_per_epoch)  # at the epoch's first step
         train_loss, train_acc, seen = train_one_epoch(model, optimizer, x, y, cfg, epoch, ema, update, check)
+        if not math.isfinite(train_loss):
+            raise RunError(_diverged(train_loss, epoch + 1, cfg, state.epoch, out_dir))
         result = evaluate(eval_model, val_x, val_y, **_eval_args(cfg, device)) if len(val_x) else None
         seconds = time.perf_counter() - t0
         state.train_seconds += seconds
@@ -294,6 +296,19 @@ def _train_epochs(
             log(stopped)
             return stopped
     return ""
+
+
+def _diverged(loss: float, epoch: int, cfg: TrainConfig, saved: int, out_dir: Path) -> str:
+    """What to tell a user whose run's loss became NaN or infinite: nothing of it is saved as a model."""
+    kept = (
+        f"the checkpoint of epoch {saved} is kept in {out_dir}, but resuming would diverge the same way"
+        if saved
+        else "nothing was saved"
+    )
+    return (
+        f"the training loss became {loss} in epoch {epoch}: the model diverged, and no model was saved ({kept}). "
+        f"Start again with a smaller --lr (it was {cfg.lr:g}) or other optimizer settings, in a new --out."
+    )
 
 
 def _stop_reason(state: TrainState, val: EvalResult | None, seen: int) -> str:
@@ -330,6 +345,12 @@ def _finish(
         f"test accuracy {test.accuracy:.4f} (loss {test.loss:.4f}, {test.n - round(test.accuracy * test.n)} errors "
         f"in {test.n:,}); training took {state.train_seconds:.1f}s"
     )
+    broken = [k for k, v in final.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken or not math.isfinite(temperature):
+        raise RunError(
+            f"the trained weights are not finite numbers ({', '.join(broken[:3]) or 'the temperature'}): "
+            "the model diverged, and is not saved; start again with a smaller --lr, in a new --out"
+        )
     run = Run(out_dir, cfg, final.eval(), state.history, test, state.train_seconds, stopped, temperature)
     write_run(run, data, state.preset, state.best.epoch if cfg.select == "best" else len(state.history))
     (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)  # complete: the weights and metadata are all that is needed
