@@ -788,3 +788,25 @@ def test_overlapping_digits_are_cut_where_both_read_best(recognizer, mnist):
             recut += int(trace["pairs_recut"])  # type: ignore[call-overload]
             right += recognizer.read(scene.image).text == "00"
     assert right >= 14 and recut >= 3, (right, recut)
+
+
+@pytest.mark.parametrize("classes", [5, 20])
+def test_a_model_that_does_not_give_ten_scores_is_refused(tmp_path, classes):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from digits.spec import ONNX_INPUT, ONNX_OUTPUT
+
+    # image (N, 1, 28, 28) -> flatten -> (N, 784) @ (784, classes): a model that is not a digits model.
+    weight = numpy_helper.from_array(np.zeros((28 * 28, classes), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", [ONNX_INPUT], ["flat"]), helper.make_node("MatMul", ["flat", "w"], [ONNX_OUTPUT])],
+        "not-digits",
+        [helper.make_tensor_value_info(ONNX_INPUT, TensorProto.FLOAT, ["batch", 1, 28, 28])],
+        [helper.make_tensor_value_info(ONNX_OUTPUT, TensorProto.FLOAT, ["batch", classes])],
+        [weight],
+    )
+    path = tmp_path / f"scores{classes}.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(ModelFileError, match=f"gives {classes} scores a picture"):
+        Recognizer.load(path, backend="onnx", shape_check=False)

@@ -15,7 +15,16 @@ import numpy as np
 
 from digits.errors import ConfigError, ModelFileError
 from digits.files import decode_metadata
-from digits.spec import ONNX_INPUT, ONNX_NAME, ONNX_OUTPUT, SHIPPED_DIR, SHIPPED_ONNX, SHIPPED_SAFETENSORS, WEIGHTS_NAME
+from digits.spec import (
+    NUM_CLASSES,
+    ONNX_INPUT,
+    ONNX_NAME,
+    ONNX_OUTPUT,
+    SHIPPED_DIR,
+    SHIPPED_ONNX,
+    SHIPPED_SAFETENSORS,
+    WEIGHTS_NAME,
+)
 
 BACKENDS = ("auto", "onnx", "torch")
 
@@ -49,6 +58,12 @@ class OnnxBackend:
             raise ModelFileError(
                 f"{path} is not a digits model: it maps {[i.name for i in inputs]} to {[o.name for o in outputs]}, "
                 f"not ['{ONNX_INPUT}'] to ['{ONNX_OUTPUT}']; export one with `digits export`"
+            )
+        classes = outputs[0].shape[-1] if outputs[0].shape else None
+        if isinstance(classes, int) and classes != NUM_CLASSES:
+            raise ModelFileError(
+                f"{path} gives {classes} scores a picture, not one for each of the {NUM_CLASSES} digits: it is "
+                "not a digits model; export one with `digits export`"
             )
         self.meta = decode_metadata(self.session.get_modelmeta().custom_metadata_map)
 

@@ -159,7 +159,13 @@ class Recognizer:
         """(N, 10) float32 raw logits of (N, 28, 28) uint8 MNIST-style digits."""
         if len(images) == 0:
             return np.zeros((0, NUM_CLASSES), np.float32)
-        return self._backend.logits(to_model_input(images))
+        logits = self._backend.logits(to_model_input(images))
+        if logits.shape != (len(images), NUM_CLASSES):
+            raise ModelFileError(
+                f"{self.source} gives scores of shape {logits.shape[1:]} a picture, not one for each of the "
+                f"{NUM_CLASSES} digits: it is not a digits model"
+            )
+        return logits
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """(N, 10) calibrated probabilities of (N, 28, 28) uint8 MNIST-style digits."""
