@@ -485,3 +485,16 @@ def test_a_model_with_broken_weights_is_refused_when_reading(tmp_path):
     recognizer = Recognizer.load(tmp_path / "broken.safetensors", backend="torch", shape_check=False)
     with pytest.raises(ModelFileError, match="not finite numbers"):
         recognizer.classify(np.zeros((1, 28, 28), np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [('"AAAA"', "not a mapping"), ("[1, 2, 3]", "not a mapping"), ('{"nonsense": 1}', "does not match the network")],
+)
+def test_damaged_model_options_in_the_metadata_are_a_clear_error(tmp_path, options, says):
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in create_model("mlp").state_dict().items()}
+    save_file(state, str(tmp_path / "m.safetensors"), metadata={"model": "mlp", "model_options": options})
+    with pytest.raises(ModelFileError, match=says):
+        load_weights(tmp_path / "m.safetensors")

@@ -71,10 +71,16 @@ def load_weights(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     if "model" not in raw_meta:
         raise ModelFileError(f"{path} has no model name in its metadata: it was not written by digits")
     meta = {**decode_metadata(raw_meta), "model": raw_meta["model"]}  # the name is a string, whatever it looks like
+    options = meta.get("model_options", {})
+    if not isinstance(options, dict):
+        raise ModelFileError(
+            f"{path} has model_options {options!r} in its metadata, not a mapping of option names to values: "
+            "the file was edited or damaged; train or export it again"
+        )
     try:
-        model = create_model(meta["model"], **meta.get("model_options", {}))
+        model = create_model(meta["model"], **options)
         model.load_state_dict(state)
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError, TypeError) as exc:  # TypeError: an option the network does not take
         raise ModelFileError(f"{path} does not match the network it names ({meta['model']}): {exc}") from exc
     if meta.get("format", 1) < 2 and any(isinstance(m, FlattenHWC) for m in model.modules()):
         # Same shapes, so load_state_dict accepts it, but the dense weights would be read in the wrong order.
