@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import warnings
@@ -187,3 +188,34 @@ def test_an_export_that_fails_its_check_leaves_the_old_file_and_nothing_else(mod
     assert main(["export", str(model_dir / "model.safetensors"), "-o", str(old), "--force"]) == 1
     assert "not finite" in capsys.readouterr().err
     assert old.read_bytes() == b"the export that worked" and [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def _flip_bytes(path: Path, at: int, n: int = 64) -> None:
+    data = bytearray(path.read_bytes())
+    data[at : at + n] = bytes(b ^ 0xFF for b in data[at : at + n])
+    path.write_bytes(bytes(data))
+
+
+def test_an_onnx_file_whose_weights_changed_is_refused_as_damaged(model_dir, tmp_path):
+    from digits.files import GRAPH_CHECKSUM, onnx_graph_sha256
+    from digits.reading import Recognizer
+
+    path = tmp_path / "model.onnx"
+    path.write_bytes((model_dir / "model.onnx").read_bytes())
+    assert read_metadata(path)[GRAPH_CHECKSUM] == onnx_graph_sha256(path.read_bytes())
+    Recognizer.load(path)  # intact: loads
+    proto = onnx.load(str(path))
+    weights = max(proto.graph.initializer, key=lambda t: len(t.raw_data)).raw_data
+    _flip_bytes(path, path.read_bytes().index(weights[:256]) + 1000)  # inside the largest weight tensor
+    ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])  # onnxruntime alone would run it
+    with pytest.raises(ModelFileError, match=r"model\.onnx is damaged.*export it again"):
+        Recognizer.load(path)
+
+
+def test_the_graph_checksum_reads_what_onnx_writes():
+    from digits.files import onnx_graph_sha256
+
+    proto = onnx.load(str(SHIPPED_ONNX))
+    assert onnx_graph_sha256(proto.SerializeToString()) == hashlib.sha256(proto.graph.SerializeToString()).hexdigest()
+    assert onnx_graph_sha256(SHIPPED_ONNX.read_bytes()[:-7]) is None  # truncated: no checksum, not a wrong one
+    assert onnx_graph_sha256(b"not a protocol buffer at all") is None

@@ -272,12 +272,12 @@ def test_the_checkpoint_is_one_typed_state_with_the_keys_it_always_had(tmp_path)
     raw = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
     assert set(raw) == {
         "config", "preset", "epoch", "train_seconds", "history", "model", "optimizer", "ema",
-        "best_accuracy", "best_epoch", "best_state",
+        "best_accuracy", "best_epoch", "best_state", "sha256",
     }  # fmt: skip
     back = TrainState.load(tmp_path / CHECKPOINT_NAME)
     assert back.config == SMALL and back.preset == "seed" and (back.epoch, back.train_seconds) == (1, 2.5)
     assert back.history == [{"epoch": 1}] and torch.equal(back.model["w"], torch.ones(2)) and back.best == Best(0.9, 1)
-    del raw["history"]
+    del raw["history"], raw["sha256"]  # a file from before checkpoints had a checksum
     torch.save(raw, tmp_path / "old.pt")
     with pytest.raises(RunError, match="another version"):
         TrainState.load(tmp_path / "old.pt")
@@ -498,3 +498,87 @@ def test_damaged_model_options_in_the_metadata_are_a_clear_error(tmp_path, optio
     save_file(state, str(tmp_path / "m.safetensors"), metadata={"model": "mlp", "model_options": options})
     with pytest.raises(ModelFileError, match=says):
         load_weights(tmp_path / "m.safetensors")
+
+
+def _flip_bytes(path: Path, at: int, n: int = 64) -> None:
+    data = bytearray(path.read_bytes())
+    data[at : at + n] = bytes(b ^ 0xFF for b in data[at : at + n])
+    path.write_bytes(bytes(data))
+
+
+def test_a_weights_file_whose_tensors_changed_is_refused_as_damaged(tmp_path):
+    from digits.cli import main
+    from digits.models.weights import save_weights
+    from digits.reading import Recognizer
+
+    path = tmp_path / "m.safetensors"
+    save_weights(create_model("mlp"), path, "mlp", {}, temperature=1.0)
+    load_weights(path)  # intact: loads
+    _flip_bytes(path, path.stat().st_size - 5000)  # in the tensors: safetensors itself still reads the file
+    with pytest.raises(ModelFileError, match=r"m\.safetensors is damaged"):
+        load_weights(path)
+    with pytest.raises(ModelFileError, match="damaged"):
+        Recognizer.load(path, backend="torch")
+    assert main(["ensemble", str(path), str(path)]) == 1  # an ensemble refuses it too, rather than averaging it in
+
+
+def test_metadata_that_names_another_network_is_refused_before_building_it(tmp_path, monkeypatch):
+    """Edited options (here a far wider network) are caught on the meta device: no real network is built."""
+    import digits.models.weights as weights
+
+    path = tmp_path / "m.safetensors"
+    weights.save_weights(create_model("mlp"), path, "mlp", {"hidden": 256})
+    text = path.read_bytes()
+    path.write_bytes(text.replace(b'{\\"hidden\\": 256}', b'{\\"hidden\\": 999}'))  # same length header
+    devices = []
+    real = weights.create_model
+
+    def create_model_where(*args, **options):  # notes where each network is built: the default device now
+        devices.append(torch.empty(0).device.type)
+        return real(*args, **options)
+
+    monkeypatch.setattr(weights, "create_model", create_model_where)
+    with pytest.raises(ModelFileError, match=r"names \(mlp\).*\[256, 784\], not \[999, 784\]"):
+        load_weights(path)
+    assert devices == ["meta"]
+
+
+def _damaged_checkpoint(tmp_path: Path) -> Path:
+    from digits.train.checkpoint import TrainState
+
+    path = tmp_path / CHECKPOINT_NAME
+    TrainState(SMALL, "seed", 1, 2.5, [{"epoch": 1}], {"w": torch.full((4096,), 1.25)}, {}, None).save(path)
+    TrainState.load(path)  # intact: loads
+    _flip_bytes(path, path.read_bytes().index(np.full(64, 1.25, np.float32).tobytes()) + 256)
+    return path
+
+
+def test_a_checkpoint_changed_on_disk_is_refused_not_resumed(tmp_path, capsys):
+    from digits.cli import main
+    from digits.train.checkpoint import TrainState
+
+    path = _damaged_checkpoint(tmp_path)
+    assert torch.load(path, weights_only=True)["model"]["w"][70] != 1.25  # torch reads it without complaint
+    with pytest.raises(ModelFileError, match=r"checkpoint\.pt is damaged.*would not continue the same run"):
+        TrainState.load(path)
+    before = path.read_bytes()
+    assert main(["train", "--resume", str(tmp_path)]) == 1
+    assert "checkpoint.pt is damaged" in capsys.readouterr().err
+    assert path.read_bytes() == before  # left as it was, for the user to look at
+
+
+def test_a_checkpoint_that_holds_code_is_refused_without_torchs_unsafe_advice(tmp_path):
+    from digits.train.checkpoint import TrainState
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo should never run",))
+
+    torch.save({"config": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(ModelFileError, match="more than tensors and plain data") as caught:
+        TrainState.load(tmp_path / "evil.pt")
+    assert "weights_only" not in str(caught.value)
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "evil.pt").read_bytes()[:50])
+    with pytest.raises(ModelFileError, match="truncated or damaged") as caught:
+        TrainState.load(tmp_path / "cut.pt")
+    assert "weights_only" not in str(caught.value)

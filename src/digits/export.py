@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from digits.errors import ConfigError, ParityError
-from digits.files import atomic_write, decode_metadata, encode_metadata
+from digits.files import GRAPH_CHECKSUM, decode_metadata, encode_metadata, onnx_graph_sha256, write_bytes
 from digits.spec import IMAGE_SIZE, ONNX_INPUT, ONNX_OUTPUT, to_model_input
 
 if TYPE_CHECKING:
@@ -180,18 +180,23 @@ def _quantize(fp32: Path, out: Path, images: np.ndarray, tmp: Path) -> None:
 
 
 def _finish(source: Path, path: Path, meta: dict[str, Any]) -> None:
-    """Add the metadata, check the model, and move it into place atomically."""
+    """Add the metadata (with the graph's checksum), check the model, and move it into place atomically."""
     import onnx
 
+    from digits.models.weights import CHECKSUM_KEY
+
     proto = onnx.load(str(source))
+    proto.doc_string = "digits: (B, 1, 28, 28) float32 in [0, 1], light ink on black -> (B, 10) logits"
     del proto.metadata_props[:]
+    # The torch file's checksum describes other bytes; this file carries its own.
+    meta = {k: v for k, v in meta.items() if k not in (CHECKSUM_KEY, GRAPH_CHECKSUM)}
+    meta[GRAPH_CHECKSUM] = onnx_graph_sha256(proto.SerializeToString())
     for key, value in sorted(encode_metadata(meta).items()):
         entry = proto.metadata_props.add()
         entry.key = key
         entry.value = value
-    proto.doc_string = "digits: (B, 1, 28, 28) float32 in [0, 1], light ink on black -> (B, 10) logits"
     onnx.checker.check_model(proto, full_check=True)
-    atomic_write(path, lambda tmp: onnx.save(proto, str(tmp)))
+    write_bytes(path, proto.SerializeToString())
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

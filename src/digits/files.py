@@ -9,12 +9,15 @@ next run removes it with :func:`remove_partial_files`. A write the file system r
 a read-only mount) is a :class:`~digits.errors.WriteError` that names the file and says why.
 
 Model files carry string-to-string metadata (safetensors and ONNX alike): :func:`encode_metadata` and
-:func:`decode_metadata` are its one encoding. Only the standard library (and :mod:`digits.errors`).
+:func:`decode_metadata` are its one encoding. An ONNX file's metadata also carries the sha256 of its graph
+(:func:`onnx_graph_sha256`), so that a reader can tell a damaged file without onnx installed. Only the standard
+library (and :mod:`digits.errors`).
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import secrets
@@ -27,17 +30,20 @@ from typing import Any
 from digits.errors import WriteError
 
 __all__ = [
+    "GRAPH_CHECKSUM",
     "PARTIAL_SUFFIX",
     "atomic_symlink",
     "atomic_write",
     "decode_metadata",
     "encode_metadata",
+    "onnx_graph_sha256",
     "remove_partial_files",
     "write_bytes",
     "write_json",
     "write_text",
 ]
 
+GRAPH_CHECKSUM = "graph_sha256"  # the ONNX metadata key of :func:`onnx_graph_sha256`
 PARTIAL_SUFFIX = ".tmp"  # a temporary file is named .<target name>.<random>.tmp
 
 # The errors by which a file system refuses the bytes themselves, whoever writes them. Any other exception of
@@ -188,3 +194,46 @@ def decode_metadata(raw: Mapping[str, str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def onnx_graph_sha256(model: bytes) -> str | None:
+    """The sha256 of the graph (operators and weights) in the bytes of an ONNX file; None if they do not parse.
+
+    An ONNX file is a protocol buffer ``ModelProto`` whose field 7 is the graph and field 14 the metadata, so the
+    graph's checksum can be stored in the metadata of the file it describes. This walks the top level of the
+    message (tag, then a varint, 8 bytes, a length-prefixed field or 4 bytes) with the standard library alone.
+    """
+    digest, pos, found = hashlib.sha256(), 0, False
+    try:
+        while pos < len(model):
+            tag, pos = _varint(model, pos)
+            field, wire = tag >> 3, tag & 7
+            if wire == 0:
+                _, pos = _varint(model, pos)
+            elif wire == 1:
+                pos += 8
+            elif wire == 5:
+                pos += 4
+            elif wire == 2:
+                size, pos = _varint(model, pos)
+                if field == 7:
+                    digest.update(model[pos : pos + size])
+                    found = True
+                pos += size
+            else:
+                return None
+    except IndexError:
+        return None
+    return digest.hexdigest() if found and pos == len(model) else None
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """A protocol buffer varint at ``pos``: its value and the position after it (IndexError past the end)."""
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7

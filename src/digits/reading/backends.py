@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from digits.errors import ConfigError, ModelFileError
-from digits.files import decode_metadata
+from digits.files import GRAPH_CHECKSUM, decode_metadata, onnx_graph_sha256
 from digits.spec import (
     NUM_CLASSES,
     ONNX_INPUT,
@@ -50,7 +50,11 @@ class OnnxBackend:
         if threads:
             options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+            data = path.read_bytes()
+        except OSError as e:
+            raise ModelFileError(f"cannot read the model file {path}: {e.strerror or e}") from e
+        try:
+            self.session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime's errors (InvalidProtobuf, Fail, ...) share no base but Exception
             raise ModelFileError(f"{path} is not a readable ONNX model ({e}); was it truncated?") from e
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
@@ -66,6 +70,13 @@ class OnnxBackend:
                 "not a digits model; export one with `digits export`"
             )
         self.meta = decode_metadata(self.session.get_modelmeta().custom_metadata_map)
+        expected = self.meta.get(GRAPH_CHECKSUM)
+        if expected is not None and expected != onnx_graph_sha256(data):
+            raise ModelFileError(
+                f"{path} is damaged: its graph no longer matches the checksum written with it ({GRAPH_CHECKSUM} in "
+                "its metadata), so some bytes changed after it was exported. Do not use it: restore it from a "
+                "copy, or export it again with `digits export`"
+            )
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.session.run([ONNX_OUTPUT], {ONNX_INPUT: x})[0], dtype=np.float32)

@@ -3,13 +3,15 @@
 ``checkpoint.pt`` in the run directory holds a :class:`TrainState`, written at the end of every epoch with
 ``torch.save`` through :func:`digits.files.atomic_write` (a full disk is a WriteError naming the file; the
 previous epoch's checkpoint stays) and read with ``weights_only=True`` (tensors and plain data only, never
-code). The file's keys are those of :meth:`TrainState.to_file`.
+code). The file's keys are those of :meth:`TrainState.to_file`, plus ``sha256``: the checksum of all the others,
+checked on load, so that a checkpoint changed on disk is refused instead of resuming into different results.
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from torch import Tensor
 
 from digits.errors import ConfigError, ModelFileError, RunError
 from digits.files import atomic_write
+from digits.models.weights import sha256_of
 from digits.train.config import TrainConfig
 
 StateDict = dict[str, Tensor]
@@ -84,16 +87,40 @@ class TrainState:
 
     def save(self, path: Path) -> None:
         """Write the state to ``path`` atomically; :class:`~digits.errors.WriteError` if the disk refuses it."""
-        atomic_write(Path(path), lambda tmp: _torch_save(self.to_file(), tmp))
+        saved = self.to_file()
+        atomic_write(Path(path), lambda tmp: _torch_save({**saved, "sha256": sha256_of(saved)}, tmp))
 
     @classmethod
     def load(cls, path: Path) -> TrainState:
         path = Path(path)
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:  # torch's advice to retry with weights_only=False is never safe here
+            raise ModelFileError(
+                f"{path} holds more than tensors and plain data (code, or objects digits never writes), so it is "
+                "not loaded: it was not written by digits or was tampered with; start the run again in a new --out"
+            ) from exc
         except Exception as exc:  # torch raises several types for a damaged file
-            raise ModelFileError(f"cannot read the training checkpoint {path}: {exc}") from exc
+            raise ModelFileError(
+                f"cannot read the training checkpoint {path} ({_first_line(exc)}): it is truncated or damaged; "
+                "start the run again in a new --out"
+            ) from exc
+        if not isinstance(saved, dict):
+            raise ModelFileError(f"{path} is not a digits training checkpoint (it holds a {type(saved).__name__})")
+        expected = saved.pop("sha256", None)
+        if expected is not None and expected != sha256_of(saved):
+            raise ModelFileError(
+                f"{path} is damaged: it no longer matches the checksum written with it, so some bytes changed after "
+                "it was saved, and resuming from it would not continue the same run. Restore it from a copy, or "
+                "start the run again in a new --out"
+            )
         return cls.from_file(saved, path)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first sentence of torch's message (the rest is about how torch was built), or the exception's type."""
+    text = str(exc).strip()
+    return text.split(". ")[0] if len(text) > 12 else f"{type(exc).__name__} {text}"
 
 
 def _torch_save(obj: dict[str, Any], path: Path) -> None:
