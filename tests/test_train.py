@@ -1,3 +1,4 @@
+import contextlib
 import errno
 import io
 import json
@@ -417,10 +418,6 @@ def test_captured_copies_join_the_training_set_only(mnist, tmp_path, monkeypatch
 
 
 def test_a_run_claims_its_folder_and_never_writes_over_files_it_did_not_make(mnist, tmp_path):
-    import subprocess
-    import sys
-
-    from digits.train.loop import CLAIM_NAME
 
     cfg = override(SMALL, train_limit=500, epochs=1)
     quiet = {"data": mnist, "progress": False, "log": lambda s: None}
@@ -435,21 +432,47 @@ def test_a_run_claims_its_folder_and_never_writes_over_files_it_did_not_make(mni
         "history.csv",
         "run.json",
     ]
-    # Another run, still running (this very process stands in for it), has the folder: refused.
+    # Another run, still running, holds the folder (this test holds its lock, as that run would): refused.
     taken = tmp_path / "taken"
     taken.mkdir()
-    (taken / CLAIM_NAME).write_text(f"{os.getpid()}\n")
-    with pytest.raises(RunError, match="taken by another run"):
-        fit(cfg, taken, **quiet)
-    assert not (taken / "model.safetensors").exists()
-    # A claim left by a run that ended before it saved anything (its process is gone): taken over.
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (taken / CLAIM_NAME).write_text(gone.stdout)
+    with _holding_claim(taken):
+        with pytest.raises(RunError, match=r"taken by another run, still running \(process \d+\)"):
+            fit(cfg, taken, **quiet)
+        assert not (taken / "model.safetensors").exists()
+    # A claim left by a run that ended before it saved anything (its process is gone, so is its lock): taken over.
     run = fit(cfg, taken, **quiet)
     assert (taken / "model.safetensors").is_file() and run.test.accuracy > 0.5
     # Finished, the folder holds a run: a second start into it is refused, its model kept.
     with pytest.raises(RunError, match="already holds a run"):
         fit(cfg, taken, **quiet)
+
+
+@contextlib.contextmanager
+def _holding_claim(folder: Path):
+    """Hold ``folder``'s run claim as a running run would: its lock taken, its process id written."""
+    import fcntl
+
+    from digits.train.loop import CLAIM_NAME
+
+    with open(folder / CLAIM_NAME, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield
+
+
+def test_two_resumes_of_one_run_cannot_both_write_it(mnist, tmp_path, monkeypatch):
+    cfg = override(SMALL, train_limit=500, epochs=2)
+    quiet = {"data": mnist, "progress": False, "log": lambda s: None}
+    monkeypatch.setattr(train_mod, "_finish", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):  # interrupted after its epochs: a checkpoint, no model
+        fit(cfg, tmp_path, **quiet)
+    monkeypatch.undo()
+    checkpoint = (tmp_path / CHECKPOINT_NAME).read_bytes()
+    with _holding_claim(tmp_path), pytest.raises(RunError, match="taken by another run, still running"):
+        fit(cfg, tmp_path, resume=True, **quiet)  # the other resume holds it
+    assert (tmp_path / CHECKPOINT_NAME).read_bytes() == checkpoint and not (tmp_path / "model.safetensors").exists()
+    assert fit(cfg, tmp_path, resume=True, **quiet).test.accuracy > 0.5  # once it is let go, a resume finishes
 
 
 def test_resume_with_another_out_folder_is_a_usage_error(tmp_path, capsys):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -63,9 +64,9 @@ def fit(
 ) -> Run:
     """Train ``cfg`` and write the run to ``out_dir``; with ``resume``, continue from its last checkpoint."""
     out_dir = Path(out_dir)
-    state = _open_run_dir(out_dir, cfg, resume, preset, log)
-    device = resolve_device(cfg.device)
-    with _torch_threads(cfg.threads):
+    with _claimed(out_dir, resume), _torch_threads(cfg.threads):
+        state = _open_run_dir(out_dir, cfg, resume, preset, log)
+        device = resolve_device(cfg.device)
         data = data if data is not None else load_mnist(data_dir, log=log)
         train_x, train_y, val_x, val_y = split_train_val(data, cfg)
         if len(train_x) == 0:
@@ -95,39 +96,56 @@ RUN_FILES = (WEIGHTS_NAME, META_NAME, CHECKPOINT_NAME, "history.csv", "curves.pn
 CLAIM_NAME = ".digits-run"
 
 
-def _claim(out_dir: Path) -> None:
-    """Make ``out_dir`` this run's, or say why not: another run has it, or it holds files a run would
-    write over (a user's own run.json or history.csv)."""
+@contextmanager
+def _claimed(out_dir: Path, resume: bool) -> Iterator[None]:
+    """Hold ``out_dir`` for this run, or say why not: another run holds it, or it holds files a run would write
+    over (a user's own run.json or history.csv).
+
+    The claim is an exclusive lock on ``.digits-run`` (which holds the process id, for people), taken with
+    ``flock``: the system releases it when the process ends, however it ends, so a run killed with -9 leaves a
+    folder that ``--resume`` can take, and two runs (or two resumes) of one folder cannot both have it.
+    """
+    if not resume and not (out_dir / CLAIM_NAME).exists():  # not a run's folder: are there files of the user's?
+        theirs = sorted(name for name in RUN_FILES if (out_dir / name).exists())
+        if theirs:
+            raise RunError(
+                f"{out_dir} holds {', '.join(theirs)}, which a run would write over; choose an empty or new folder "
+                "with --out"
+            )
+    elif not out_dir.is_dir():
+        raise RunError(f"nothing to resume: {out_dir} is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    theirs = sorted(name for name in RUN_FILES if (out_dir / name).exists())
-    if theirs:
-        raise RunError(
-            f"{out_dir} holds {', '.join(theirs)}, which a run would write over; choose an empty or new folder "
-            "with --out"
-        )
-    claim = out_dir / CLAIM_NAME
-    if claim.exists() and not _alive(claim):  # left by a run that ended before it saved anything
-        claim.unlink(missing_ok=True)
+    fd = os.open(out_dir / CLAIM_NAME, os.O_CREAT | os.O_RDWR, 0o644)
     try:
-        fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        raise RunError(f"{out_dir} is taken by another run, still running; choose another --out") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{os.getpid()}\n")
+        if not _lock(fd):
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            raise RunError(
+                f"{out_dir} is taken by another run, still running (process {holder}); wait for it to finish, "
+                "or choose another --out"
+            )
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
-def _alive(claim: Path) -> bool:
-    """Whether the process that wrote ``claim`` (its first line: a process id) is still running."""
-    try:
-        pid = int(claim.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return False
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, and is someone else's
+def _lock(fd: int) -> bool:
+    """Take an exclusive lock on the open file ``fd`` without waiting; False when another process holds one."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
         return True
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
     return True
 
 
@@ -147,8 +165,6 @@ def _open_run_dir(out_dir: Path, cfg: TrainConfig, resume: bool, preset: str | N
         raise RunError(f"{out_dir} already holds a run; choose another --out, or --resume it")
     else:
         state = TrainState(cfg, preset)
-        _claim(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     for name in remove_partial_files(out_dir):
         log(f"removed {name}, a file a killed run had not finished writing")
     return state
