@@ -255,3 +255,94 @@ def test_a_run_in_runs_becomes_runs_latest(capsys, monkeypatch, tmp_path, mnist_
     monkeypatch.setattr(os, "symlink", no_symlinks)  # as on Windows without the privilege: quietly no link
     code, out, err = run_cli(capsys, "train", *tiny, "--seed", "8")
     assert code == 0 and os.readlink(latest) == second.name and "latest" not in out + err
+
+
+# --- hostile inputs to the reading and evaluation commands: a clear message, nothing written or lost -----------
+
+
+def _digit_png(path, frames=1):
+    from PIL import Image, ImageDraw
+
+    pictures = []
+    for k in range(frames):
+        im = Image.new("L", (100, 100), 255)
+        ImageDraw.Draw(im).line([(50, 10), (50 + 10 * k, 90)], fill=0, width=8)
+        pictures.append(im)
+    pictures[0].save(path, save_all=frames > 1, append_images=pictures[1:])
+    return path
+
+
+def test_an_output_folder_that_cannot_be_written_is_named_with_its_flag_before_any_work(capsys, tmp_path, monkeypatch):
+    import digits.train.evaluate
+    from digits.spec import SHIPPED_SAFETENSORS
+
+    image = str(_digit_png(tmp_path / "one.png"))
+    (tmp_path / "afile").write_text("mine")
+    code, out, err = run_cli(capsys, "predict", image, "--debug-dir", str(tmp_path / "afile"))
+    assert code == 2 and "--debug-dir" in err and "is a file, not a folder" in err and not out
+    assert (tmp_path / "afile").read_text() == "mine"
+
+    def refused(*args, **kwargs):  # a read-only folder (tests may run as root, who may write anywhere)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("digits.cli.tempfile.TemporaryFile", refused)
+    code, _, err = run_cli(capsys, "read", image, "--debug-dir", str(tmp_path / "ro"))
+    assert code == 2 and "cannot write in" in err and "Permission denied" in err and "--debug-dir" in err
+    monkeypatch.setattr(digits.train.evaluate, "evaluate_saved", lambda *a: pytest.fail("evaluated anyway"))
+    code, _, err = run_cli(capsys, "evaluate", str(SHIPPED_SAFETENSORS), "--out", str(tmp_path / "ro"))
+    assert code == 2 and "cannot write in" in err and "--out" in err
+
+
+def test_only_the_first_frame_of_an_animation_or_a_multipage_file_is_read_and_the_user_is_told(capsys, tmp_path):
+    gif = str(_digit_png(tmp_path / "anim.gif", frames=3))
+    tiff = str(_digit_png(tmp_path / "pages.tiff", frames=2))
+    code, out, err = run_cli(capsys, "predict", gif, tiff)
+    assert code == 0 and "anim.gif: 1" in out
+    assert "anim.gif holds 3 frames (an animation); only the first is read" in err
+    assert "pages.tiff holds 2 frames (pages); only the first is read" in err
+    code, out, _ = run_cli(capsys, "read", gif, "--json")
+    assert json.loads(out)[0]["notes"] == [f"{gif} holds 3 frames (an animation); only the first is read"]
+
+
+def test_bad_paths_and_sizes_say_what_is_wrong_and_which_flag_helps(capsys, tmp_path):
+    os.symlink("loop", tmp_path / "loop")
+    os.symlink("gone.png", tmp_path / "dangling")
+    code, _, err = run_cli(capsys, "predict", str(tmp_path / "loop"), str(tmp_path / "dangling"))
+    assert code == 1 and "loop: error:" in err and "a loop of links" in err
+    assert "names gone.png, which does not exist" in err
+    image = str(_digit_png(tmp_path / "one.png"))  # 100 x 100 = 10,000 pixels
+    code, _, err = run_cli(capsys, "predict", image, "--max-pixels", "5000")
+    assert code == 1 and "more than the limit of 5,000" in err and "--max-pixels" in err
+    code, out, _ = run_cli(capsys, "predict", image, "--max-pixels", "10000")
+    assert code == 0 and ": 1 (" in out
+
+
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path):
+    image = str(_digit_png(tmp_path / "one.png"))
+    done = subprocess.Popen(
+        [sys.executable, "-m", "digits.cli", "predict", image, image], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    done.stdout.close()  # the reader leaves before anything is written, as `| head -0` would
+    err = done.stderr.read().decode()
+    assert done.wait() == 141 and err == ""
+
+
+def test_another_model_than_the_presets_starts_from_its_own_options(capsys, tmp_path, monkeypatch):
+    import digits.train.loop
+    from digits.errors import RunError
+
+    seen = []
+
+    def fit(cfg, *args, **kwargs):  # what would be trained, without training it
+        seen.append(cfg)
+        raise RunError("stopped here")
+
+    monkeypatch.setattr(digits.train.loop, "fit", fit)
+    monkeypatch.setattr("digits.data.load_mnist", lambda *a, **k: None)
+    code, _, err = run_cli(capsys, "train", "--preset", "fast", "--model", "mlp", "--out", str(tmp_path / "r"))
+    assert code == 1 and "stopped here" in err and "has no option" not in err
+    assert seen[0].model == "mlp" and seen[0].model_options == {}
+    run_cli(capsys, "train", "--preset", "fast", "--model", "mlp", "--dropout", "0.1", "--out", str(tmp_path / "r"))
+    assert seen[1].model_options == {"dropout": 0.1}
+    run_cli(capsys, "train", "--preset", "fast", "--out", str(tmp_path / "r"))  # its own model keeps its options
+    assert seen[2].model == "fastnet" and seen[2].model_options["stem"] == "dct"

@@ -6,6 +6,7 @@ import io
 import os
 import pickle
 import shutil
+import time
 import urllib.error
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -108,7 +109,7 @@ def test_tampered_file_in_from_dir_is_rejected(
     assert "train-labels-idx1-ubyte" in message
     assert FILES["train-labels-idx1-ubyte"] in message  # expected hash
     assert sha256(tampered) in message  # actual hash
-    assert "from_dir" in message  # says what to do
+    assert "--from DIR" in message  # says what to do, with the flag the command line has
     assert not (cache / "train-labels-idx1-ubyte").exists()
     for path in cache.iterdir():  # whatever was cached is verified content
         assert sha256(path.read_bytes()) == FILES[path.name]
@@ -353,3 +354,41 @@ def test_cached_load_touches_no_source(mnist: MNIST, mnist_dir: Path, monkeypatc
     assert lines == []
     assert np.array_equal(again.train_images, mnist.train_images)  # (assert_array_equal takes ~1 s)
     np.testing.assert_array_equal(again.test_labels, mnist.test_labels)
+
+
+def test_a_killed_fetchs_partial_files_are_removed_and_a_running_ones_spared(
+    mnist_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    shutil.copytree(mnist_dir, cache)
+    old = cache / f".train-images-idx3-ubyte.k1ll3d{PARTIAL_SUFFIX}"
+    old.write_bytes(b"\0" * 1000)
+    os.utime(old, (time.time() - 3600, time.time() - 3600))  # an hour old: its writer is long gone
+    young = cache / f".train-images-idx3-ubyte.wr1t1ng{PARTIAL_SUFFIX}"
+    young.write_bytes(b"\0" * 1000)  # another process may be writing it right now
+    lines: list[str] = []
+    load_mnist(cache, log=lines.append)
+    assert not old.exists() and young.exists()
+    assert any(old.name in line and "killed fetch" in line for line in lines)
+
+
+def test_a_cache_that_cannot_be_written_still_gives_the_data_and_says_how_to_keep_it(
+    mnist_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from digits.errors import WriteError
+
+    def refused(path: Path, data: bytes) -> Path:  # a read-only folder (root may write anywhere: simulate it)
+        raise WriteError(f"could not write {path}: permission denied (EACCES).")
+
+    monkeypatch.setattr(mnist_module, "write_bytes", refused)
+    only_folder(monkeypatch)
+    lines: list[str] = []
+    data = load_mnist(tmp_path / "readonly", from_dir=mnist_dir, log=lines.append)
+    assert data.train_images.shape == (60000, 28, 28) and not list((tmp_path / "readonly").iterdir())
+    assert any("used from memory" in line and "--data-dir" in line for line in lines)
+
+
+def test_a_data_dir_that_cannot_be_made_names_the_flag(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(DataError, match="--data-dir"):
+        load_mnist(tmp_path / "file" / "mnist", log=lambda line: None)

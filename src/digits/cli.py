@@ -16,15 +16,17 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import typing
 from pathlib import Path
 from typing import Any
 
 from digits.errors import DigitsError, UsageError
-from digits.spec import CHECKPOINT_NAME, NUM_CLASSES, ONNX_INT8_NAME, ONNX_NAME, WEIGHTS_NAME
+from digits.spec import CHECKPOINT_NAME, MAX_PIXELS, NUM_CLASSES, ONNX_INT8_NAME, ONNX_NAME, WEIGHTS_NAME
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a program its pipe's reader left
 
 
 def _positive(kind: type[int] | type[float]) -> Any:
@@ -204,8 +206,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         preset = args.preset
         cfg = get_preset(preset)
-        opts = {**cfg.model_options, **_model_options(args)}
-        cfg = override(cfg, **_config_overrides(args), model_options=opts)
+        overrides = _config_overrides(args)
+        # A preset's model options are for its own model: another --model starts from that model's defaults.
+        own = cfg.model_options if overrides.get("model", cfg.model) == cfg.model else {}
+        cfg = override(cfg, **overrides, model_options={**own, **_model_options(args)})
         out = Path(args.out) if args.out else default_run_dir(preset, cfg)
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     data = load_mnist(args.data_dir, from_dir=args.from_dir, log=log)
@@ -252,7 +256,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from digits.train.evaluate import evaluate_saved
 
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
-    saved = evaluate_saved(args.model, load_mnist(args.data_dir, log=log), args.out)
+    model = Path(args.model)
+    # Where the pictures go, checked before the evaluation: by default beside the model.
+    out = _writable_folder(args.out or (model if model.is_dir() else model.parent), "--out")
+    saved = evaluate_saved(model, load_mnist(args.data_dir, log=log), out)
     result, meta = saved.result, saved.meta
     report = {
         "model": meta["model"],
@@ -316,7 +323,36 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 def _load_recognizer(args: argparse.Namespace) -> Any:
     from digits.reading import Recognizer
 
-    return Recognizer.load(args.model, backend=args.backend, threshold=args.threshold, find_pages=args.page)
+    if args.debug_dir:  # before any reading: a folder that cannot be written is better known now
+        _writable_folder(args.debug_dir, "--debug-dir")
+    return Recognizer.load(
+        args.model, backend=args.backend, threshold=args.threshold, find_pages=args.page, max_pixels=args.max_pixels
+    )
+
+
+def _writable_folder(path: str | Path, flag: str) -> Path:
+    """``path`` as a folder this command can write into, made if missing; a UsageError naming ``flag`` if not.
+
+    Tried by writing a file there (and removing it): permissions alone do not tell a read-only mount.
+    """
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{flag} {folder} is a file, not a folder; give a folder (it is made if missing)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise UsageError(f"cannot write in {folder} ({why}); give a folder you may write in with {flag}") from exc
+    return folder
+
+
+def _print_notes(results: list[Any]) -> None:
+    """What the user should know about how each picture was read (only the first frame of a GIF), on stderr."""
+    for r in results:
+        for note in r.notes:
+            print(f"{r.file}: note: {note}", file=sys.stderr)
 
 
 # What `digits read DIR` picks up in a folder (and its subfolders).
@@ -395,6 +431,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             _save_debug(recognizer, args.debug_dir, i, src, [r.result], numbers=False)
     if args.json:
         print(json.dumps([r.to_dict(top_k=args.top_k) for r in results], indent=2))
+    else:
+        _print_notes(results)
     for r in results:
         if not r.ok:
             print(f"{r.file}: error: {r.error}", file=sys.stderr)
@@ -414,6 +452,8 @@ def cmd_read(args: argparse.Namespace) -> int:
             _save_debug(recognizer, args.debug_dir, i, src, list(r.result.digits), numbers=True)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        _print_notes(results)
     for r in results:
         if not r.ok:
             print(f"{r.file}: error: {r.error}", file=sys.stderr)
@@ -605,6 +645,13 @@ def _reading_args(sp: argparse.ArgumentParser) -> None:
         "page's dark corners), straightened; what lies beyond it is never read as digits (default: on)",
     )
     sp.add_argument("--debug-dir", metavar="DIR", help="save the 28x28 images the model saw, and boxes.png")
+    sp.add_argument(
+        "--max-pixels",
+        type=_positive(int),
+        default=MAX_PIXELS,
+        metavar="N",
+        help="refuse pictures of more pixels than this, width x height (default: %(default)s)",
+    )
 
 
 def _reading_parsers(sub: Subparsers) -> None:
@@ -678,7 +725,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, not at exit, where a closed pipe could no longer be told from a bug
+        return code
+    except BrokenPipeError:
+        # Whoever read the output stopped reading (`digits read DIR | head`): end quietly, as a pipeline's
+        # programs do, with stdout pointed at /dev/null so that Python's last flush finds no pipe to fail on.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -23,6 +23,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -168,14 +169,21 @@ def _size(n: int) -> str:
     return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
 
 
-def remove_partial_files(directory: str | os.PathLike[str]) -> list[str]:
+def remove_partial_files(directory: str | os.PathLike[str], *, min_age_s: float = 0.0) -> list[str]:
     """Delete the temporary files of writes that never finished (a process killed mid-write); return their names.
 
     :func:`atomic_write` cleans up after itself on any exception, but nothing runs under SIGKILL or a power cut.
+    Where another process may be writing into ``directory`` now, ``min_age_s`` spares the files younger than that.
     """
     names = []
+    now = time.time()
     for tmp in sorted(Path(directory).glob(f".*{PARTIAL_SUFFIX}")):
-        tmp.unlink(missing_ok=True)
+        try:
+            if now - tmp.stat().st_mtime < min_age_s:
+                continue
+            tmp.unlink()
+        except OSError:  # gone meanwhile, or not ours to remove
+            continue
         names.append(tmp.name)
     return names
 

@@ -25,6 +25,10 @@ NUM_CLASSES = 10
 # ~86 MB of fresh memory).
 EVAL_BATCH_SIZE = 256
 
+# The most pixels (width x height) a picture to read may have: 50 MP, a large phone photo, whose float copy
+# alone takes 200 MB. A bigger one is refused before it is decoded (a decompression bomb declares billions).
+MAX_PIXELS = 50_000_000
+
 # A run directory (digits.train writes it, digits.reading and digits.export read it).
 WEIGHTS_NAME = "model.safetensors"  # the weights; the network's name and options are in its metadata
 META_NAME = "run.json"  # resolved config, metrics, history, provenance

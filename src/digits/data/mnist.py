@@ -7,12 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-from digits.errors import DataError
-from digits.files import write_bytes
+from digits.errors import DataError, WriteError
+from digits.files import remove_partial_files, write_bytes
 
 from .cache import FILES, check_sha256, default_data_dir, read_cached
 from .idx import parse_idx
 from .sources import MIRRORS, FolderSource, HttpsMirror, PyPIWheel, Source, SourceSkipped
+
+# A temporary file older than this is a killed fetch's, not one another process is writing right now: the bytes
+# are in memory before the write starts, so even 47 MB take well under a second to write.
+_PARTIAL_AGE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,8 @@ def _resolve(data_dir: str | Path | None) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise DataError(
-            f"cannot create the MNIST folder {folder}: {err}; pass another data_dir or set DIGITS_DATA_DIR"
+            f"cannot create the MNIST folder {folder}: {err.strerror or err}; give another with --data-dir "
+            "(data_dir= in Python) or set DIGITS_DATA_DIR"
         ) from err
     return folder
 
@@ -92,6 +97,8 @@ def _ensure(data_dir: Path, from_dir: str | Path | None, log: Callable[[str], No
     Returning the bytes that were verified (rather than re-reading the files) means what is loaded
     is exactly what was checked.
     """
+    for name in remove_partial_files(data_dir, min_age_s=_PARTIAL_AGE_S):
+        log(f"removed {name}, a file a killed fetch had not finished writing")
     files = read_cached(data_dir, log)
     missing = [name for name in FILES if name not in files]
     if not missing:
@@ -99,12 +106,13 @@ def _ensure(data_dir: Path, from_dir: str | Path | None, log: Callable[[str], No
 
     log(f"MNIST: fetching {len(missing)} file(s) into {data_dir}")
     failures: list[str] = []
+    not_kept: list[WriteError] = []
     for source in default_sources(from_dir):
         if not missing:
             break
         start = time.perf_counter()
         try:
-            problems = _fetch_from(source, missing, data_dir, files)
+            problems = _fetch_from(source, missing, data_dir, files, not_kept)
         except SourceSkipped as why:
             log(f"skipping {source.name}: {why}")
             failures.append(f"{source.name}: skipped ({why})")
@@ -116,22 +124,30 @@ def _ensure(data_dir: Path, from_dir: str | Path | None, log: Callable[[str], No
         else:
             log(f"trying {source.name}... ok ({time.perf_counter() - start:.1f} s)")
 
+    if not_kept:
+        log(
+            f"warning: {not_kept[0]} MNIST is used from memory this time and fetched again next time; to keep it, "
+            "give a folder you may write in with --data-dir (data_dir= in Python) or DIGITS_DATA_DIR"
+        )
     if missing:
         tried = "\n".join(f"  - {line}" for line in failures) or "  (no sources)"
         raise DataError(
             f"could not get the MNIST file(s) {', '.join(missing)} into {data_dir}. Sources tried:\n{tried}\n"
             "To fix: download the four files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
             "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, raw or .gz) from any MNIST mirror, put them "
-            "in one folder and pass it as from_dir; or check this machine's network and pip configuration."
+            "in one folder and give it with --from DIR (from_dir= in Python); or check this machine's network and "
+            "pip configuration."
         )
     return files
 
 
-def _fetch_from(source: Source, missing: Sequence[str], data_dir: Path, files: dict[str, bytes]) -> list[str]:
-    """Read ``missing`` from one source; cache and add to ``files`` each file that verifies.
+def _fetch_from(
+    source: Source, missing: Sequence[str], data_dir: Path, files: dict[str, bytes], not_kept: list[WriteError]
+) -> list[str]:
+    """Read ``missing`` from one source; add to ``files`` each file that verifies, and cache it.
 
     Returns the source's problems (empty when it delivered everything, verified). Only the source's
-    own failures are caught: SourceSkipped and errors writing the cache propagate.
+    own failures are caught, and a cache the disk refuses (noted in ``not_kept``): SourceSkipped propagates.
     """
     problems: list[str] = []
     delivered = iter(source.read(tuple(missing)))
@@ -149,8 +165,11 @@ def _fetch_from(source: Source, missing: Sequence[str], data_dir: Path, files: d
         except DataError as err:
             problems.append(str(err))  # never cached; the next source gets a chance
             continue
-        write_bytes(data_dir / name, data)
         files[name] = data
+        try:
+            write_bytes(data_dir / name, data)
+        except WriteError as err:  # verified: used now, even where it cannot be kept
+            not_kept.append(err)
     not_delivered = [n for n in missing if n not in files]
     if not problems and not_delivered:
         problems.append(f"did not provide {', '.join(not_delivered)}")

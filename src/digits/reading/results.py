@@ -208,6 +208,7 @@ class FileResult:
     file: str
     result: Prediction | Reading | None
     error: str | None = None
+    notes: tuple[str, ...] = ()  # how the picture was read, when a user should know (only its first frame)
 
     @property
     def ok(self) -> bool:
@@ -217,4 +218,4 @@ class FileResult:
         if self.result is None:
             return {"file": self.file, "error": self.error}
         body = self.result.to_dict(top_k) if isinstance(self.result, Prediction) else self.result.to_dict()
-        return {"file": self.file, **body}
+        return {"file": self.file, **({"notes": list(self.notes)} if self.notes else {}), **body}
