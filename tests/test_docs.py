@@ -98,3 +98,12 @@ def test_the_link_checks_catch_what_they_should() -> None:
         "presets",
         "presets-1",
     }
+
+
+def test_every_test_the_hostile_case_table_names_exists():
+    table = (ROOT / "tests" / "HOSTILE.md").read_text()
+    named = re.findall(r"`(test_\w+\.py)::(test_\w+)`", table)
+    assert len(named) >= 30
+    for module, test in named:
+        source = (ROOT / "tests" / module).read_text()
+        assert re.search(rf"^def {test}\(", source, re.M), f"HOSTILE.md names {module}::{test}, which does not exist"

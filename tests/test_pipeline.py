@@ -455,6 +455,19 @@ def test_bad_inputs_raise_a_clear_image_error(tmp_path: Path) -> None:
     assert issubclass(ImageError, ValueError)
 
 
+def test_a_picture_that_declares_huge_dimensions_is_refused_with_no_warning_from_pillow() -> None:
+    import struct
+    import warnings
+
+    width, height = 10_000, 9_500  # 95 million pixels: past Pillow's own warning threshold of 89 million
+    header = b"BM" + struct.pack("<IHHI", 54, 0, 0, 54)  # the pixels are never there: only the header is read
+    header += struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 0, 0, 2835, 2835, 0, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning would now fail the test
+        with pytest.raises(ImageError, match=r"10000x9500 pixels, more than the limit of 50,000,000.*--max-pixels"):
+            load_image(header)
+
+
 def test_reading_pictures_does_not_import_torch() -> None:
     code = "import sys, digits.reading.pipeline; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
