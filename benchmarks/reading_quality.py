@@ -30,6 +30,7 @@ import numpy as np
 
 from digits.data import load_mnist
 from digits.reading import Recognizer
+from digits.reading.calibration import auroc
 from digits.testing import scenes
 
 
@@ -106,12 +107,6 @@ def other_pipelines(recognizer: Recognizer, mnist, split: str) -> list[dict[str,
             f"{row['right_but_uncertain']:15.1%} {row['wrong_and_confident']:17.1%}"
         )
     return rows
-
-
-def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
-    """P(score of a positive > score of a negative), ties counting half: the area under the ROC curve."""
-    p, n = np.asarray(positive, float)[:, None], np.asarray(negative, float)[None, :]
-    return float(np.mean((p > n) + 0.5 * (p == n)))
 
 
 def uncertainty_tradeoff(

@@ -8,6 +8,9 @@ changing any prediction (the argmax of z / T is that of z).
 The same goes for a shape that is no digit at all (a letter, a scribble): :class:`DigitShapes`
 says how far an image is from the handwritten digits of the class the network chose.
 
+And how to tell whether confidences are honest: expected calibration error and its reliability bins,
+risk against coverage, and how well a score tells what is not a digit from what is (AUROC, FPR at 95% TPR).
+
 Only numpy: training fits T, the Recognizer applies it, and neither needs the other's libraries.
 """
 
@@ -90,6 +93,79 @@ def _check(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarr
     if not np.isfinite(z).all():
         raise ValueError("logits contain NaN or infinity")
     return z, y.astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------------
+# Are the confidences honest?
+
+ECE_BINS = 15  # Guo et al. 2017 measure calibration in 15 equal-width bins of confidence
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """Confidence against accuracy in equal-width bins: what a reliability diagram draws.
+
+    ``ece``, the expected calibration error, is the mean over answers of |accuracy - confidence| of their
+    bin: 0 when a stated 80% is right 80% of the time (Naeini et al. 2015; Guo et al. 2017).
+    """
+
+    ece: float
+    edges: np.ndarray  # (bins + 1,) from 0 to 1
+    confidence: np.ndarray  # (bins,) mean confidence of the answers in each bin (NaN where empty)
+    accuracy: np.ndarray  # (bins,) share right in each bin (NaN where empty)
+    count: np.ndarray  # (bins,) answers in each bin
+
+
+def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> Reliability:
+    """Bin each answer (the argmax of ``probabilities`` (N, C)) by its confidence and compare with ``labels`` (N,)."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    if p.ndim != 2 or len(p) == 0 or y.shape != (len(p),):
+        raise ValueError(f"probabilities must be (N, C) and labels (N,), got {p.shape} and {y.shape}")
+    confidence, right = p.max(axis=1), (p.argmax(axis=1) == y).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)  # (lo, hi] bins
+    count = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(which, confidence, bins) / count
+        mean_acc = np.bincount(which, right, bins) / count
+    gap = np.where(count > 0, np.abs(mean_acc - mean_conf), 0.0)
+    return Reliability(float((gap * count).sum() / len(p)), edges, mean_conf, mean_acc, count)
+
+
+def risk_coverage(confidence: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(coverage, risk): answering only the most confident share ``coverage[i]`` of the inputs, the share
+    ``risk[i]`` of those answers that are wrong (El-Yaniv and Wiener 2010). Both (N,), coverage rising to 1."""
+    order = np.argsort(-np.asarray(confidence, dtype=np.float64), kind="stable")
+    wrong = 1.0 - np.asarray(right, dtype=np.float64)[order]
+    n = np.arange(1, len(order) + 1)
+    return n / len(order), np.cumsum(wrong) / n
+
+
+def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """The area under the ROC curve of a score meant to be higher for ``positive`` than for ``negative``:
+    P(a positive scores above a negative), ties counting half (the Mann-Whitney U statistic, from ranks)."""
+    pos, neg = np.asarray(positive, dtype=np.float64).ravel(), np.asarray(negative, dtype=np.float64).ravel()
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError("auroc needs at least one positive and one negative score")
+    both = np.concatenate([pos, neg])
+    order = np.argsort(both, kind="mergesort")
+    ranks = np.empty(len(both))
+    ranks[order] = np.arange(1, len(both) + 1)
+    _, first, counts = np.unique(both[order], return_index=True, return_counts=True)
+    mean_rank = first + (counts + 1) / 2.0  # tied scores share the mean of their ranks
+    ranks[order] = np.repeat(mean_rank, counts)
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2.0) / (len(pos) * len(neg)))
+
+
+def fpr_at_tpr(positive: np.ndarray, negative: np.ndarray, tpr: float = 0.95) -> float:
+    """The share of ``negative`` flagged when the threshold on the score flags ``tpr`` of ``positive``."""
+    pos, neg = np.asarray(positive, dtype=np.float64).ravel(), np.asarray(negative, dtype=np.float64).ravel()
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError("fpr_at_tpr needs at least one positive and one negative score")
+    k = max(1, math.ceil(tpr * len(pos) - 1e-9))  # flag the k highest positives: at least ``tpr`` of them
+    threshold = np.sort(pos)[::-1][k - 1]  # flag every score >= this
+    return float(np.mean(neg >= threshold))
 
 
 # --------------------------------------------------------------------------------------------------

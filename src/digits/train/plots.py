@@ -1,7 +1,9 @@
-"""Pictures a person can look at: learning curves, confusion matrix, a gallery of the worst mistakes.
+"""Pictures a person can look at: learning curves, confusion matrix, a gallery of the worst mistakes,
+reliability diagram, risk against coverage.
 
 Each picture is built as a matplotlib figure (``*_figure``, what the tests look at) and written as a PNG
-through :func:`digits.files.atomic_write`, like every other file digits writes.
+through :func:`digits.files.atomic_write`, like every other file digits writes, or turned into PNG bytes
+(:func:`png_bytes`) for a page that carries its pictures inside it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from digits.files import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from digits.reading.calibration import Reliability
 
 
 def _pyplot() -> Any:
@@ -34,7 +38,24 @@ def _save(fig: Figure, path: Path) -> None:
         _pyplot().close(fig)
 
 
+def png_bytes(fig: Figure) -> bytes:
+    """``fig`` as the bytes of a PNG file, and freed."""
+    import io
+
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=100)
+    finally:
+        _pyplot().close(fig)
+    return buffer.getvalue()
+
+
 def learning_curves(history: list[dict[str, Any]], path: Path) -> None:
+    """Write :func:`learning_curves_figure` as a PNG at ``path``."""
+    _save(learning_curves_figure(history), path)
+
+
+def learning_curves_figure(history: list[dict[str, Any]]) -> Figure:
     """Loss and accuracy per epoch, training vs validation."""
     plt = _pyplot()
     epochs = [h["epoch"] for h in history]
@@ -49,7 +70,7 @@ def learning_curves(history: list[dict[str, Any]], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    _save(fig, path)
+    return fig
 
 
 def confusion_matrix(confusion: np.ndarray, path: Path, title: str = "confusion matrix") -> None:
@@ -123,5 +144,49 @@ def mistakes_figure(images: np.ndarray, labels: np.ndarray, predictions: np.ndar
     if n == 0:
         axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     fig.suptitle("Most confident mistakes: true → predicted (confidence)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def reliability_figure(raw: Reliability, scaled: Reliability, temperature: float) -> Figure:
+    """Reliability diagrams side by side: the raw softmax and after temperature scaling.
+
+    Each bar is one bin of confidence: its height the share right, the diagonal where it should be; the
+    bins' counts are printed above the bars (most answers sit in the last bin).
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), sharey=True)
+    for ax, rel, title in (
+        (axes[0], raw, f"raw softmax: ECE {raw.ece:.2%}"),
+        (axes[1], scaled, f"temperature {temperature:.2f}: ECE {scaled.ece:.2%}"),
+    ):
+        centres, width = (rel.edges[:-1] + rel.edges[1:]) / 2, np.diff(rel.edges)
+        filled = rel.count > 0
+        ax.bar(centres[filled], rel.accuracy[filled], width=width[filled] * 0.9, color="tab:blue", label="share right")
+        ax.plot([0, 1], [0, 1], color="gray", linestyle="--", label="perfect calibration")
+        ax.scatter(
+            rel.confidence[filled], rel.accuracy[filled], color="tab:orange", s=12, zorder=3, label="mean confidence"
+        )
+        for x, y, n in zip(centres[filled], rel.accuracy[filled], rel.count[filled]):
+            ax.text(x, min(y + 0.02, 1.02), str(n), ha="center", fontsize=7, rotation=90)
+        ax.set(xlim=(0, 1), ylim=(0, 1.1), xlabel="confidence", title=title)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("share right")
+    axes[0].legend(loc="upper left", fontsize=8)
+    fig.suptitle("Reliability on the MNIST test set (15 bins; numbers: answers per bin)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def risk_coverage_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
+    """Error rate against the share answered, one line per model: how much a threshold on confidence buys."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, (coverage, risk) in curves.items():
+        ax.plot(coverage, risk * 100, label=name)
+    ax.set(xlabel="share of test digits answered (most confident first)", ylabel="error rate among them (%)")
+    ax.set(title="Risk against coverage", xlim=(0.5, 1.0), ylim=(0, None))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
