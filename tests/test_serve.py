@@ -171,6 +171,18 @@ def test_model_health_readiness_docs_and_page(client):
     paths = client.get("/openapi.json").json()["paths"]
     for route in ("/v1/predict", "/v1/read", "/v1/predict/batch", "/v1/model", "/v1/corrections", "/metrics"):
         assert route in paths
+    page = client.get("/")
+    assert page.status_code == 200 and "<canvas" in page.text
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert client.get(asset).status_code == 200
+        assert asset in page.text
+
+
+def test_the_page_loads_nothing_from_elsewhere():
+    static = Path(__file__).resolve().parent.parent / "src" / "digits" / "serve" / "static"
+    for path in static.iterdir():
+        text = path.read_text(encoding="utf-8")
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text, path.name
 
 
 def test_metrics_count_requests_by_route_and_status_and_time_them(client):
