@@ -450,3 +450,43 @@ def test_serving_on_onnxruntime_needs_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ})
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.splitlines() == ["2", "[]"]
+
+
+def test_several_workers_share_the_connections_and_stop_together(tmp_path):
+    """`digits serve --workers 2`: each worker its own SO_REUSEPORT socket, so fresh connections reach both."""
+    import re
+    import signal
+    import time
+    import urllib.request
+
+    log = tmp_path / "serve.log"
+    command = [sys.executable, "-m", "digits.cli", "serve", "--port", "0", "--workers", "2"]
+    process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    try:
+        url = None
+        pids: set[str] = set()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(pids) < 2:
+            found = re.search(r"http://127\.0\.0\.1:(\d+)/ ", log.read_text())
+            if found:
+                url = f"http://127.0.0.1:{found.group(1)}"
+                try:
+                    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:  # a new connection each time
+                        pids |= set(re.findall(r'pid="(\d+)"', r.read().decode()))
+                except OSError:
+                    pass  # a worker still loading the model is not listening yet
+            assert process.poll() is None, log.read_text()
+            time.sleep(0.05)
+        assert url is not None and len(pids) == 2, log.read_text()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+    assert code == 0, log.read_text()
+    text = log.read_text()
+    assert text.count("Application startup complete") == 2 and text.count("Finished server process") == 2
+    assert "Traceback" not in text
+
+
+def test_serving_a_model_that_is_not_there_is_a_clear_error(tmp_path, capsys):
+    assert main(["serve", "--model", str(tmp_path / "missing.onnx"), "--workers", "2"]) == 1
+    assert "missing.onnx" in capsys.readouterr().err
