@@ -227,6 +227,7 @@ BAD = {
     "empty base64": (dict(json={"image": ""}), 400, "empty_body"),
     "base64 of text": (dict(json={"image": base64.b64encode(b"hello").decode()}), 415, "not_an_image"),
     "form without a file": (dict(content=FIELD_ONLY, headers=FORM), 400, "missing_image"),
+    "empty file uploaded": (dict(files={"image": ("none.png", b"", "image/png")}), 400, "empty_body"),
     "multipart without boundary": (
         dict(content=b"--x\r\n", headers={"content-type": "multipart/form-data"}),
         400,

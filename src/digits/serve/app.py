@@ -187,6 +187,8 @@ class Service:
 
     def gray(self, part: Part) -> np.ndarray:
         """The picture decoded by digits.reading (within the pixel limit), or the 4xx that says why it can't be."""
+        if not part.data:
+            raise ApiError(400, "empty_body", f"{part.name} is empty (0 bytes); send the contents of an image file")
         try:
             return load_image(part.data, max_pixels=self.limits.max_pixels)
         except ImageError as e:
@@ -427,7 +429,8 @@ def _image_error(e: ImageError) -> ApiError:
     """The 4xx for a picture digits.reading could not read, told by what stopped it (its message says the rest)."""
     cause = e.__cause__
     if cause is None or isinstance(cause, Image.DecompressionBombError):
-        # load_image's own checks raise with no cause: the pixel limit (and an image of no pixels at all)
+        # load_image's own checks raise with no cause: the pixel limit, or an image of no pixels at all (empty
+        # data never gets there: Service.gray refuses it first)
         return ApiError(413, "too_many_pixels", str(e))
     if isinstance(cause, UnidentifiedImageError):
         return ApiError(415, "not_an_image", str(e))

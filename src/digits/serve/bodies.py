@@ -97,10 +97,9 @@ def image_parts(request: Request, body: bytes, *, many: bool, limit: int | None 
     if not body:
         raise ApiError(400, "empty_body", "the request has no body; send a picture (PNG, JPEG, ...)")
     if kind == "multipart/form-data":
-        parts, fields = _multipart(request.headers.get("content-type", ""), body, limit if many else None)
-        files = [p for p in parts if p.name != ""]
+        files, fields = _multipart(request.headers.get("content-type", ""), body, limit if many else None)
         if not many:
-            chosen = next((p for p in parts if p.headers.get("field") == "image"), files[0] if files else None)
+            chosen = next((p for p in files if p.headers.get("field") == "image"), files[0] if files else None)
             if chosen is None:
                 raise ApiError(400, "missing_image", "the form has no file; upload the picture as the field 'image'")
             chosen.fields = fields
