@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -338,13 +339,32 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read_whole(client):
     assert json.loads(messages[1]["body"])["error"]["code"] == "too_large"
 
 
+class HeldRecognizer:
+    """A Recognizer whose ``read`` waits until it is let go: a request that takes as long as a test wants."""
+
+    def __init__(self, recognizer: Recognizer) -> None:
+        self._recognizer = recognizer
+        self.let_go = threading.Event()
+
+    def __getattr__(self, name: str):
+        return getattr(self._recognizer, name)
+
+    def read(self, picture):
+        self.let_go.wait(60)
+        return self._recognizer.read(picture)
+
+
 def test_a_request_that_takes_too_long_gets_a_timeout_and_the_server_goes_on(recognizer):
-    config = ServeConfig(limits=Limits(timeout_s=1e-9))  # no picture is read in a nanosecond
-    with TestClient(create_app(recognizer, config), raise_server_exceptions=False) as c:
-        r = c.post("/v1/read", content=photo("12"), headers=PNG)
+    held = HeldRecognizer(recognizer)
+    config = ServeConfig(limits=Limits(timeout_s=0.5), threads=2)
+    with TestClient(create_app(held, config), raise_server_exceptions=False) as c:  # type: ignore[arg-type]
+        r = c.post("/v1/read", content=photo("12"), headers=PNG)  # held until after the answer came
+        held.let_go.set()
         assert r.status_code == 503 and r.json()["error"]["code"] == "timeout"
-        assert "limit" in r.json()["error"]["message"] and r.headers["retry-after"] == "1"
+        assert "0.5 s" in r.json()["error"]["message"] and r.headers["retry-after"] == "1"
         assert c.get("/healthz").status_code == 200 and c.get("/v1/model").status_code == 200
+        r = c.post("/v1/read", content=photo("12"), headers=PNG)
+        assert r.status_code == 200 and r.json()["text"] == "12"
 
 
 # -- corrections ------------------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from PIL import Image, UnidentifiedImageError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
+from digits.corrections import CorrectionStore
 from digits.errors import ImageError, WriteError
 from digits.reading import FileResult, Recognizer, load_image
 from digits.serve.bodies import ApiError, Part, image_parts, read_body, single_image
@@ -124,12 +125,8 @@ class Service:
         self.ready = False
         self.metrics = Metrics()
         self.executor: ThreadPoolExecutor | None = None
-        self.store: Any = None
+        self.store = CorrectionStore(config.store) if config.store is not None else None
         self.model: dict[str, Any] = {}
-        if config.store is not None:
-            from digits.corrections import CorrectionStore
-
-            self.store = CorrectionStore(config.store)
 
     def start(self) -> None:
         """Load the model (once for this worker), warm it with one picture, open the thread pool."""
@@ -176,8 +173,10 @@ class Service:
             ) from None
 
     async def body(self, request: Request, started: float) -> bytes:
+        """The request's body (:func:`read_body`), within the request's time limit."""
+        left = self.limits.timeout_s - (asyncio.get_running_loop().time() - started)
         try:
-            return await asyncio.wait_for(read_body(request, self.limits.max_body_bytes), self.limits.timeout_s)
+            return await asyncio.wait_for(read_body(request, self.limits.max_body_bytes), max(left, 0.0))
         except asyncio.TimeoutError:
             raise ApiError(
                 408, "timeout", f"the request body did not arrive within {self.limits.timeout_s:g} s"
