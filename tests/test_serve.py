@@ -168,15 +168,18 @@ def test_model_health_readiness_docs_and_page(client):
     assert model["limits"]["max_batch"] == MAX_BATCH and model["corrections"] is True
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready", "model": "fastnet"}
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/static/docs.js" in docs.text and "cdn" not in docs.text
     paths = client.get("/openapi.json").json()["paths"]
+    assert [p["name"] for p in paths["/v1/predict/batch"]["post"]["parameters"]] == ["top_k", "prepared"]
+    assert "application/json" in paths["/v1/predict"]["post"]["requestBody"]["content"]
     for route in ("/v1/predict", "/v1/read", "/v1/predict/batch", "/v1/model", "/v1/corrections", "/metrics"):
         assert route in paths
     page = client.get("/")
     assert page.status_code == 200 and "<canvas" in page.text
-    for asset in ("/static/app.js", "/static/style.css"):
+    for asset in ("/static/app.js", "/static/style.css", "/static/docs.js"):
         assert client.get(asset).status_code == 200
-        assert asset in page.text
+        assert asset in page.text or asset in docs.text
 
 
 def test_the_page_loads_nothing_from_elsewhere():

@@ -245,3 +245,13 @@ def test_the_live_server_refuses_a_huge_body_before_reading_it_and_goes_on(serve
     assert status == 200
     status, body = get(f"{url}/metrics")
     assert b'route="/v1/predict",status="413"' in body
+
+
+def test_the_api_description_at_docs_lists_every_route(page: Page, server: tuple[str, Path]):
+    page.goto(server[0] + "/docs")
+    for route in ("POST /v1/predict", "POST /v1/read", "POST /v1/predict/batch", "GET /v1/model", "GET /metrics"):
+        expect(page.locator("#routes")).to_contain_text(route, timeout=ANSWER_TIMEOUT_MS)
+    expect(page.locator("#routes")).to_contain_text("top_k")
+    page.screenshot(path=str(ARTIFACTS / "docs.png"), full_page=True)
+    page.goto(server[0] + "/")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=ANSWER_TIMEOUT_MS)

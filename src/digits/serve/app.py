@@ -10,7 +10,7 @@
     GET  /v1/model           the model: name, accuracy, the checksums of the data it learned from
     GET  /healthz, /readyz   alive; the model loaded and warmed
     GET  /metrics            Prometheus text: requests by route and status, latency histogram
-    GET  /docs               the OpenAPI description;  GET /  the drawing page
+    GET  /docs               the routes, rendered from /openapi.json;  GET /  the drawing page
 
 Every picture goes through the Recognizer's one pipeline (:mod:`digits.reading`); the answers are built by the
 same ``to_dict`` as the command line's ``--json``. The work runs on a small thread pool, never on the event
@@ -56,7 +56,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 log = logging.getLogger("digits.serve")
 T = TypeVar("T")
 
-_PICTURE_BODY = {
+_PICTURE_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
@@ -76,7 +76,25 @@ _PICTURE_BODY = {
         },
     }
 }
-_BATCH_BODY = {
+_TOP_K: dict[str, Any] = {
+    "name": "top_k",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 1, "maximum": 10},
+    "description": "also list the k most probable digits (top)",
+}
+_PICTURE_BODY["parameters"] = [_TOP_K]
+_BATCH_BODY: dict[str, Any] = {
+    "parameters": [
+        _TOP_K,
+        {
+            "name": "prepared",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "boolean"},
+            "description": "the pictures are MNIST-style 28x28 digits already: the model only",
+        },
+    ],
     "requestBody": {
         "required": True,
         "content": {
@@ -87,9 +105,9 @@ _BATCH_BODY = {
                 }
             }
         },
-    }
+    },
 }
-_CORRECTION_BODY = {
+_CORRECTION_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
@@ -303,7 +321,7 @@ def create_app(recognizer: Recognizer | None = None, config: ServeConfig | None 
         version=__version__,
         summary="Handwritten digits read from pictures by a convnet trained on MNIST.",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # FastAPI's Swagger UI loads from a CDN; /docs below needs nothing from elsewhere
         redoc_url=None,
     )
     app.state.service = service
@@ -316,6 +334,12 @@ def create_app(recognizer: Recognizer | None = None, config: ServeConfig | None 
     @app.get("/", include_in_schema=False)
     async def page() -> HTMLResponse:
         return HTMLResponse(index)
+
+    docs = (STATIC / "docs.html").read_text(encoding="utf-8")
+
+    @app.get("/docs", include_in_schema=False)
+    async def api_docs() -> HTMLResponse:
+        return HTMLResponse(docs)
 
     @app.get("/healthz", summary="The server is alive")
     async def healthz() -> Response:
@@ -340,7 +364,11 @@ def create_app(recognizer: Recognizer | None = None, config: ServeConfig | None 
         body = await service.body(request, started)
         return _json(await service.run(started, service.predict, request, body, top_k))
 
-    @app.post("/v1/read", summary="Every digit of a picture, and the numbers they make", openapi_extra=_PICTURE_BODY)
+    @app.post(
+        "/v1/read",
+        summary="Every digit of a picture, and the numbers they make",
+        openapi_extra={"requestBody": _PICTURE_BODY["requestBody"]},
+    )
     async def read(request: Request) -> Response:
         started = asyncio.get_running_loop().time()
         body = await service.body(request, started)
