@@ -514,3 +514,28 @@ def test_several_workers_share_the_connections_and_stop_together(tmp_path):
 def test_serving_a_model_that_is_not_there_is_a_clear_error(tmp_path, capsys):
     assert main(["serve", "--model", str(tmp_path / "missing.onnx"), "--workers", "2"]) == 1
     assert "missing.onnx" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(max_body_bytes=0),
+        dict(max_pixels=-1),
+        dict(max_batch=True),
+        dict(max_batch=2.5),
+        dict(timeout_s=0),
+        dict(timeout_s=float("nan")),
+        dict(timeout_s=float("inf")),
+    ],
+)
+def test_limits_that_make_no_sense_are_refused(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        Limits(**bad)
+
+
+def test_a_config_that_makes_no_sense_is_refused():
+    for bad in (dict(workers=0), dict(threads=0), dict(port=70000)):
+        with pytest.raises(ValueError):
+            ServeConfig(**bad)
+    assert ServeConfig(workers=4, threads=3).worker_threads == 3
+    assert ServeConfig(workers=64).worker_threads == 1  # never below one thread a worker
