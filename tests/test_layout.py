@@ -3,7 +3,8 @@
 Each module's imports are parsed with ``ast`` (never executed): those at module level (what importing it
 runs) and those inside functions (what calling it may import). ``if TYPE_CHECKING:`` blocks are left out.
 
-    cli -> (train | reading | export)      reading -> (models on the torch path only)
+    cli -> (train | reading | export | serve)      reading -> (models on the torch path only)
+    serve -> (reading, corrections, core)  corrections -> core
     train -> (models, data, reading: calibration, and the pipeline its captured copies are read by)
     export -> models        models, data -> core
     core: spec, errors, files, _lazy (import nothing of digits but each other)
@@ -146,6 +147,42 @@ def test_the_core_imports_only_the_core(module):
         if in_package(i.target, "digits"):
             assert i.target in CORE, f"{module} imports {i.target}"
     assert "torch" not in loaded_by_importing(module)
+
+
+# What a server may import of digits: reading pictures, the correction store and the core. Never the training
+# code, MNIST, the networks or export (a server never trains nor touches MNIST), and never torch.
+SERVE_MAY_IMPORT = ("digits.reading", "digits.corrections", "digits.serve", *CORE)
+
+
+@pytest.mark.parametrize("module", everything_in("digits.serve"))
+def test_serve_imports_only_reading_corrections_and_the_core(module):
+    for i in imports_of(module):
+        if in_package(i.target, "digits") and i.target != "digits":  # `from digits import __version__`
+            assert any(in_package(i.target, allowed) for allowed in SERVE_MAY_IMPORT), f"{module} imports {i.target}"
+        assert not in_package(i.target, "torch"), f"{module} imports {i.target}"
+
+
+@pytest.mark.parametrize("module", [*everything_in("digits.serve"), "digits.corrections"])
+def test_serve_and_corrections_load_no_torch_nor_training_code(module):
+    loaded = loaded_by_importing(module)
+    assert "torch" not in loaded, module
+    for forbidden in ("digits.train", "digits.data", "digits.models", "digits.export", "digits.cli"):
+        assert not any(in_package(m, forbidden) for m in loaded), f"importing {module} loads {forbidden}"
+
+
+def test_the_correction_store_imports_only_the_core():
+    for i in imports_of("digits.corrections"):
+        if in_package(i.target, "digits"):
+            assert i.target in CORE, f"digits.corrections imports {i.target}"
+
+
+def test_the_layout_rules_would_catch_a_server_that_imports_training_code(tmp_path, monkeypatch):
+    # The rule above reads real imports: one planted in a copy of a serve module is found.
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from digits.train.loop import fit\n    import torch\n")
+    monkeypatch.setitem(MODULES, "digits.serve.bad", bad)
+    with pytest.raises(AssertionError, match="digits.train.loop"):
+        test_serve_imports_only_reading_corrections_and_the_core("digits.serve.bad")
 
 
 @pytest.mark.parametrize("module", [m for m in MODULES if not in_package(m, "digits.testing")])

@@ -11,6 +11,7 @@
 The package, by what each part does (dependencies point down the list, never up):
 
     cli.py      the ``digits`` command: parses, calls the library, prints
+    serve/      the HTTP API and the drawing page, on the Recognizer (corrections.py keeps what people correct)
     export.py   ONNX export (fp32, int8) and its parity with torch
     train/      config and presets, augmentation, the loop, optimizers, checkpoints, evaluation, plots
     reading/    pictures -> digits: load, segment, normalise, backends, calibration, Recognizer

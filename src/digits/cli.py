@@ -546,6 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_data_parser, _models_parsers, _train_parser, _evaluation_parsers, _reading_parsers, _export_parser):
         add(sub)
+    _serve_parser(sub)
     return p
 
 
@@ -710,6 +711,88 @@ def _export_parser(sub: Subparsers) -> None:
     ex.set_defaults(func=cmd_export)
 
 
+# --- serving: the HTTP API and the drawing page (digits.serve) ---------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from digits.serve import Limits, ServeConfig, run
+
+    limits = Limits(
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        max_pixels=args.max_pixels,
+        max_batch=args.max_batch,
+        timeout_s=args.timeout,
+    )
+    config = ServeConfig(
+        host=args.host,
+        port=args.port,
+        model=args.model,
+        backend=args.backend,
+        threshold=args.threshold,
+        find_pages=args.page,
+        workers=args.workers,
+        threads=args.threads,
+        store=args.store,
+        limits=limits,
+    )
+    run(config, access_log=args.access_log)
+    return 0
+
+
+def _serve_parser(sub: Subparsers) -> None:
+    from digits.reading import BACKENDS, DEFAULT_THRESHOLD
+    from digits.serve.settings import MIB, Limits
+
+    defaults = Limits()
+    sv = sub.add_parser(
+        "serve",
+        help="the HTTP API and a drawing page (http://127.0.0.1:8000/)",
+        description="Serve the model over HTTP: POST /v1/predict, /v1/read and /v1/predict/batch, GET /v1/model, "
+        "/healthz, /readyz, /metrics and /docs, and a drawing page at /. Runs until Ctrl-C.",
+    )
+    sv.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)"
+    )
+    sv.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
+    sv.add_argument("--model", help="a run directory, .safetensors or .onnx file (default: the shipped model)")
+    sv.add_argument("--backend", choices=BACKENDS, default=BACKENDS[0], help="as for digits predict")
+    sv.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, metavar="P", help="as for digits predict")
+    sv.add_argument("--page", action=argparse.BooleanOptionalAction, default=True, help="as for digits read")
+    sv.add_argument("--workers", type=_positive(int), default=1, help="processes, each with the model (default: 1)")
+    sv.add_argument(
+        "--threads", type=_positive(int), help="inference threads in each worker (default: the cores shared out)"
+    )
+    sv.add_argument("--store", metavar="DIR", help="keep the corrections people send in DIR (default: off)")
+    sv.add_argument(
+        "--max-body-mb",
+        type=_positive(float),
+        default=defaults.max_body_bytes / MIB,
+        metavar="MB",
+        help="largest request body (default: %(default)g MiB)",
+    )
+    sv.add_argument(
+        "--max-pixels",
+        type=_positive(int),
+        default=defaults.max_pixels,
+        metavar="N",
+        help="most pixels a picture may have (default: %(default)s)",
+    )
+    sv.add_argument(
+        "--max-batch",
+        type=_positive(int),
+        default=defaults.max_batch,
+        metavar="N",
+        help="most pictures in one batch (default: %(default)s)",
+    )
+    sv.add_argument(
+        "--timeout",
+        type=_positive(float),
+        default=defaults.timeout_s,
+        metavar="S",
+        help="seconds a request may take (default: %(default)g)",
+    )
+    sv.add_argument("--access-log", action="store_true", help="log every request (slower)")
+    sv.set_defaults(func=cmd_serve)
+
+
 # Optional dependencies (pyproject.toml's extras): the extra that brings each.
 _EXTRAS = {
     "torch": "train",
@@ -718,6 +801,10 @@ _EXTRAS = {
     "onnx": "onnx",
     "onnxscript": "onnx",
     "onnxruntime": "runtime",
+    "fastapi": "serve",
+    "starlette": "serve",
+    "uvicorn": "serve",
+    "python_multipart": "serve",
 }
 
 

@@ -161,6 +161,12 @@ class Recognizer:
             "shape_check": self.shapes is not None,
         }
 
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """A copy of what the model file records of itself: name, options, accuracy, temperature, the
+        checksums of the data it was trained on (``data_sha256``)."""
+        return dict(self._backend.meta)
+
     # -- the model on 28x28 digits --------------------------------------------------------------
 
     def logits(self, images: np.ndarray) -> np.ndarray:

@@ -1,0 +1,180 @@
+"""Corrections people make to what the model read: "that's wrong, it is a 7", kept to learn from later.
+
+A store is a folder the user chose. Each correction is a folder of its own, named by its id (the time it was
+made and a random suffix, so names sort by time and two servers writing one store never collide):
+
+    STORE/20260106T101502.123456Z-3fa9c2/
+        image.png         the picture as it was sent (its own format: .png, .jpg, ...)
+        seen28.png        the 28x28 the model saw: light ink on black, as MNIST's digits are
+        correction.json   {"id", "label", "predicted", "confidence", "created", "image", "seen28", "source"}
+
+Every file is written atomically (:mod:`digits.files`) and correction.json last, so a correction whose JSON
+is there is complete; a folder without it (a process killed mid-write) is not listed. Only the standard
+library, numpy and Pillow: the server that writes a store and the commands that list, export or learn from
+it need no torch.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from digits.errors import ConfigError, WriteError
+from digits.files import write_bytes, write_json
+from digits.spec import IMAGE_SIZE, NUM_CLASSES
+
+__all__ = ["RECORD_NAME", "SEEN_NAME", "Correction", "CorrectionStore", "image_suffix"]
+
+RECORD_NAME = "correction.json"
+SEEN_NAME = "seen28.png"
+
+# The first bytes of each image format a picture may be sent in, for the file's suffix.
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", ".png"),
+    (b"\xff\xd8\xff", ".jpg"),
+    (b"GIF87a", ".gif"),
+    (b"GIF89a", ".gif"),
+    (b"BM", ".bmp"),
+    (b"II*\x00", ".tif"),
+    (b"MM\x00*", ".tif"),
+)
+
+
+def image_suffix(data: bytes) -> str:
+    """The file suffix of an image's bytes, from their signature: ".png", ".jpg", ...; ".img" when unknown."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return ".webp"
+    return next((suffix for signature, suffix in _SIGNATURES if data.startswith(signature)), ".img")
+
+
+@dataclass(frozen=True)
+class Correction:
+    """One correction: the digit a person says the picture shows, and what the model had answered.
+
+    label: the right digit (0-9). predicted: the model's digit (None when it found none); confidence: its
+    calibrated confidence in it. created: ISO 8601 time in UTC. image, seen28: file names in the
+    correction's folder. source: who sent it ("page", "api", ...).
+    """
+
+    id: str
+    label: int
+    predicted: int | None
+    confidence: float
+    created: str
+    image: str
+    seen28: str
+    source: str = "api"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class CorrectionStore:
+    """The corrections kept in one folder (created on the first one added)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigError(f"the correction store {self.root} is a file, not a folder; choose a folder")
+
+    def __repr__(self) -> str:
+        return f"CorrectionStore({str(self.root)!r})"
+
+    def add(
+        self,
+        image: bytes,
+        seen28: np.ndarray,
+        *,
+        label: int,
+        predicted: int | None,
+        confidence: float = 0.0,
+        source: str = "api",
+        now: datetime | None = None,
+    ) -> Correction:
+        """Keep a correction: ``image`` (the picture's bytes, as sent), ``seen28`` ((28, 28) uint8, the digit
+        the model saw), the right ``label`` and the model's answer. Raises ConfigError for a label that is
+        not a digit or an image that is not 28x28 uint8, WriteError when the disk refuses."""
+        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < NUM_CLASSES:
+            raise ConfigError(f"a correction's label is a digit from 0 to {NUM_CLASSES - 1}, not {label!r}")
+        seen28 = np.asarray(seen28)
+        if seen28.shape != (IMAGE_SIZE, IMAGE_SIZE) or seen28.dtype != np.uint8:
+            raise ConfigError(
+                f"the digit the model saw must be ({IMAGE_SIZE}, {IMAGE_SIZE}) uint8, got {seen28.dtype} {seen28.shape}"
+            )
+        now = now or datetime.now(timezone.utc)
+        record_id = f"{now.strftime('%Y%m%dT%H%M%S.%fZ')}-{secrets.token_hex(3)}"
+        folder = self.root / record_id
+        correction = Correction(
+            id=record_id,
+            label=label,
+            predicted=predicted,
+            confidence=round(float(confidence), 6),
+            created=now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            image=f"image{image_suffix(image)}",
+            seen28=SEEN_NAME,
+            source=source,
+        )
+        png = io.BytesIO()
+        Image.fromarray(seen28, mode="L").save(png, format="PNG")
+        try:
+            write_bytes(folder / correction.image, image)
+            write_bytes(folder / SEEN_NAME, png.getvalue())
+            write_json(folder / RECORD_NAME, correction.to_dict())  # last: its presence marks a whole record
+        except WriteError:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return correction
+
+    def __iter__(self) -> Iterator[Correction]:
+        """The complete corrections, oldest first (a record that cannot be read is skipped)."""
+        if not self.root.is_dir():
+            return
+        for record in sorted(self.root.glob(f"*/{RECORD_NAME}")):
+            try:
+                yield Correction(**json.loads(record.read_text()))
+            except (OSError, ValueError, TypeError):
+                continue
+
+    def list(self) -> list[Correction]:
+        return list(self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def seen28(self, correction: Correction) -> np.ndarray:
+        """(28, 28) uint8: the digit the model saw for ``correction``, light ink on black."""
+        with Image.open(self.root / correction.id / correction.seen28) as im:
+            return np.asarray(im.convert("L"))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every correction's 28x28 as (N, 28, 28) uint8 and its label as (N,) int64, oldest first."""
+        records = self.list()
+        images = np.stack([self.seen28(c) for c in records]) if records else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE))
+        return images.astype(np.uint8), np.array([c.label for c in records], np.int64)
+
+    def clear(self) -> int:
+        """Remove every correction (and any half-written one); returns how many complete ones there were."""
+        count = len(self)
+        if self.root.is_dir():
+            for folder in self.root.iterdir():
+                if folder.is_dir() and (
+                    (folder / RECORD_NAME).exists() or (folder / SEEN_NAME).exists() or _is_record_id(folder.name)
+                ):
+                    shutil.rmtree(folder)
+        return count
+
+
+def _is_record_id(name: str) -> bool:
+    stamp, _, suffix = name.partition("-")
+    return len(stamp) == 23 and stamp.endswith("Z") and len(suffix) == 6
