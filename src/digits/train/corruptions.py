@@ -13,8 +13,8 @@ Each :class:`Corruption` carries its five parameter values (``levels``) and what
 
 Every corruption works on the whole batch at once (numpy on (N, 28, 28) arrays, or OpenCV on the batch
 stacked into one tall picture with enough black between the digits that no filter reaches from one
-into the next): all 26 corruptions at all five severities over the 10,000 test digits take about half a
-minute on one core (benchmarks/robustness.py measures it).
+into the next): all 26 corruptions at all five severities of the 10,000 test digits took 30 s on one core
+of the shared 2-core machine the benchmarks run on (benchmarks/robustness.py measures it).
 """
 
 from __future__ import annotations
@@ -323,7 +323,7 @@ def _dotted_line(x: np.ndarray, lines: Any, rng: np.random.Generator) -> np.ndar
 
 
 def _zigzag(x: np.ndarray, level: Any, rng: np.random.Generator) -> np.ndarray:
-    """``lines`` white zigzags swinging ``swing`` px either side, each across the picture, turning every 4.5 px."""
+    """White zigzags (``level``: how many, how far each swings either side in px) across the picture, at random."""
     count, amplitude = level
     n, k = len(x), int(count)
     turns = 6

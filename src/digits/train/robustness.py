@@ -399,9 +399,7 @@ def accuracy_figure(result: RobustnessResult, severity: int | None = None) -> Fi
             bar.set_hatch("//")
     for yi, v in zip(y, values):
         ax.text(min(v, 1.0) + 0.005, yi, f"{v:.1%}", va="center", fontsize=7)
-    ax.axvline(
-        result.clean_accuracy, color="black", linestyle="--", linewidth=1, label=f"clean {result.clean_accuracy:.2%}"
-    )
+    ax.axvline(result.clean_accuracy, color="black", linestyle="--", linewidth=1)
     ax.set_yticks(y, [c.replace("_", " ") for c in names], fontsize=8)
     ax.invert_yaxis()  # the registry's order, top to bottom
     ax.set_xlim(0, 1.09)
@@ -410,10 +408,9 @@ def accuracy_figure(result: RobustnessResult, severity: int | None = None) -> Fi
     model = f"{result.model}: " if result.model else ""
     ax.set_title(
         f"{model}accuracy under corruption ({which})\nmean corrupted accuracy "
-        f"{np.mean(values):.2%}; orange, hatched: like something training used",
+        f"{np.mean(values):.2%}; dashed: clean, {result.clean_accuracy:.2%}; hatched: like something training used",
         fontsize=9,
     )
-    ax.legend(loc="lower right", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
