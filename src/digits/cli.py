@@ -319,6 +319,42 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from digits.data import load_mnist
+    from digits.files import write_json
+    from digits.spec import SHIPPED_SAFETENSORS
+    from digits.train import robustness as rb
+
+    log = (lambda s: print(s, file=sys.stderr)) if args.json else print
+    model = Path(args.model) if args.model else SHIPPED_SAFETENSORS
+    if not model.exists():
+        raise UsageError(f"no run directory or model file at {model}: give a run directory or a .safetensors file")
+    if args.baseline and not Path(args.baseline).exists():
+        raise UsageError(f"--baseline {args.baseline} does not exist: give a run, a .safetensors or a robustness.json")
+    out = _writable_folder(args.out or rb.default_out_dir(model), "--out")
+    data = load_mnist(args.data_dir, log=log)
+    images, labels = data.test_images[: args.limit], data.test_labels[: args.limit]
+    progress = (lambda s: print(f"measuring {s}", file=sys.stderr)) if args.progress else None
+    result = rb.evaluate_robustness_saved(
+        model, images, labels, severities=args.severity, seed=args.seed, progress=progress
+    )
+    baseline = None
+    if args.baseline:
+        try:
+            baseline = rb.load_baseline(args.baseline, result, images, labels)
+        except ValueError as exc:
+            raise UsageError(f"--baseline: {exc}") from None
+    chart, examples = rb.write_pictures(result, images[:3], out, args.severity[0] if len(args.severity) == 1 else None)
+    record = {**result.to_dict(baseline), "chart_png": str(chart), "examples_png": str(examples)}
+    write_json(out / rb.JSON_NAME, record)
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return 0
+    print(rb.format_table(result, baseline))
+    print(f"written: {out / rb.JSON_NAME}, {chart}, {examples}")
+    return 0
+
+
 # --- reading images: no torch on the onnxruntime path (digits.reading is imported inside the commands) ----------
 def _load_recognizer(args: argparse.Namespace) -> Any:
     from digits.reading import Recognizer
@@ -608,6 +644,45 @@ def _evaluation_parsers(sub: Subparsers) -> None:
     en.add_argument("--json", action="store_true")
     _data_dir(en)
     en.set_defaults(func=cmd_ensemble)
+    _robustness_parser(sub)
+
+
+def _severities(text: str) -> tuple[int, ...]:
+    """An argparse type: '3' -> (3,), 'all' -> (1, 2, 3, 4, 5)."""
+    if text == "all":
+        return (1, 2, 3, 4, 5)
+    if text not in ("1", "2", "3", "4", "5"):
+        raise argparse.ArgumentTypeError(f"severity is 1, 2, 3, 4, 5 or all, not {text!r}")
+    return (int(text),)
+
+
+def _robustness_parser(sub: Subparsers) -> None:
+    r = sub.add_parser(
+        "robustness",
+        help="accuracy under 26 corruptions (MNIST-C's and real pictures'), at severities 1 to 5",
+        description="Accuracy on the MNIST test digits under each corruption of digits.train.corruptions, "
+        "the mean corrupted accuracy and, given a baseline, the mean corruption error (mCE). Writes "
+        "robustness.json, a bar chart (robustness.png) and a grid of examples (robustness_examples.png).",
+    )
+    r.add_argument("model", nargs="?", help="a run directory or a .safetensors file (default: the shipped model)")
+    r.add_argument("--severity", type=_severities, default=(1, 2, 3, 4, 5), metavar="1..5|all", help="default: all")
+    r.add_argument(
+        "--baseline",
+        metavar="RUN",
+        help="compare with this model (a run, .safetensors, or a robustness.json measured alike), e.g. a seed run",
+    )
+    r.add_argument(
+        "--out",
+        help="where to write the JSON and the pictures (default: beside the model; ./robustness for the shipped one)",
+    )
+    r.add_argument("--seed", type=int, default=0, help="seed of the corruptions' randomness (default: %(default)s)")
+    r.add_argument(
+        "--limit", type=_positive(int), metavar="N", help="measure the first N test digits only (default: all 10,000)"
+    )
+    r.add_argument("--progress", action="store_true", help="name each corruption on stderr as it is measured")
+    r.add_argument("--json", action="store_true")
+    _data_dir(r)
+    r.set_defaults(func=cmd_robustness)
 
 
 def _reading_args(sp: argparse.ArgumentParser) -> None:
