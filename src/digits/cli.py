@@ -224,6 +224,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if created and out.is_dir() and not any((out / name).exists() for name in (CHECKPOINT_NAME, WEIGHTS_NAME)):
             shutil.rmtree(out, ignore_errors=True)
         raise
+    if args.report:
+        from digits.train.html_report import report
+
+        log(f"report: {report([out], out / 'report.html', data, log=log)}")
     latest = link_latest(out)
     if args.json:
         print(json.dumps(run.summary, indent=2))
@@ -624,11 +628,26 @@ def _train_parser(sub: Subparsers) -> None:
     )
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     t.add_argument("--json", action="store_true", help="print a machine-readable summary at the end")
+    t.add_argument("--report", action="store_true", help="write report.html (digits report) in the run at the end")
     t.add_argument("--from", dest="from_dir", help="a folder holding the four MNIST IDX files, if not cached yet")
     _data_dir(t)
     _add_model_options(t)
     _add_config_flags(t)
     t.set_defaults(func=cmd_train)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from digits.data import load_mnist
+    from digits.train.html_report import report
+
+    first = Path(args.models[0])
+    out = Path(args.out) if args.out else (first if first.is_dir() else Path.cwd()) / "report.html"
+    _writable_folder(out.parent, "--out")  # before minutes of measuring
+    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    severity = None if args.severity == "none" else int(args.severity)
+    path = report(args.models, out, load_mnist(args.data_dir, log=log), severity=severity, log=log)
+    print(f"wrote {path}: open it in a browser")
+    return 0
 
 
 def _evaluation_parsers(sub: Subparsers) -> None:
@@ -644,6 +663,23 @@ def _evaluation_parsers(sub: Subparsers) -> None:
     en.add_argument("--json", action="store_true")
     _data_dir(en)
     en.set_defaults(func=cmd_ensemble)
+    rp = sub.add_parser(
+        "report",
+        help="one HTML page of how good models are and where they fail (opens offline)",
+        description="Measure each model on the MNIST test set (accuracy, per-digit metrics, confusion, worst "
+        "mistakes, corruptions, calibration, pictures that are no digit) and write one self-contained HTML page; "
+        "several models are also compared side by side.",
+    )
+    rp.add_argument("models", nargs="+", metavar="MODEL", help="run directories or .safetensors files")
+    rp.add_argument("-o", "--out", help="the page to write (default: report.html in the first run directory)")
+    rp.add_argument(
+        "--severity",
+        choices=["1", "2", "3", "4", "5", "none"],
+        default="3",
+        help="corruption severity to measure (none: leave corruptions out, faster; default: %(default)s)",
+    )
+    _data_dir(rp)
+    rp.set_defaults(func=cmd_report)
     _robustness_parser(sub)
 
 

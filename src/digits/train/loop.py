@@ -90,7 +90,16 @@ def fit(
 
 
 # Files a run writes into its folder; a folder that holds any of them, not written by a run, is someone's.
-RUN_FILES = (WEIGHTS_NAME, META_NAME, CHECKPOINT_NAME, "history.csv", "curves.png", "confusion.png", "mistakes.png")
+RUN_FILES = (
+    WEIGHTS_NAME,
+    META_NAME,
+    CHECKPOINT_NAME,
+    "history.csv",
+    "curves.png",
+    "confusion.png",
+    "mistakes.png",
+    "report.html",
+)
 # Made exclusively when a run starts in a folder, and kept: two runs started into one folder cannot both
 # have it, and a folder that has it was made for a run.
 CLAIM_NAME = ".digits-run"

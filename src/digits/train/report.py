@@ -8,6 +8,7 @@ provenance), ``history.csv`` and, for two or more epochs, ``curves.png``. ``digi
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 import sys
@@ -131,6 +132,26 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor()
+
+
+def run_record(model: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The weights file of a saved model (a run directory or a ``.safetensors`` file) and its record.
+
+    The record is the run's ``run.json`` (for a run directory, or its ``model.safetensors``), or the ``.json``
+    file of the same name beside a file (the shipped model's ``default.json``); empty when there is none or
+    it cannot be read as one.
+    """
+    path = Path(model)
+    weights = path / WEIGHTS_NAME if path.is_dir() else path
+    candidates = [weights.parent / META_NAME] if weights.name == WEIGHTS_NAME else []
+    for candidate in [*candidates, weights.with_suffix(".json")]:
+        try:
+            record = json.loads(candidate.read_text())
+        except (OSError, ValueError):  # none there, or not JSON
+            continue
+        if isinstance(record, dict):
+            return weights, record
+    return weights, {}
 
 
 def default_run_dir(preset: str | None, config: TrainConfig, now: datetime | None = None) -> Path:

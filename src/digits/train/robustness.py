@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from digits.errors import ConfigError
-from digits.spec import EVAL_BATCH_SIZE, META_NAME, SHIPPED_SAFETENSORS, WEIGHTS_NAME
+from digits.spec import EVAL_BATCH_SIZE, SHIPPED_SAFETENSORS
 from digits.train.config import TrainConfig
 from digits.train.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 
@@ -250,23 +250,14 @@ def evaluate_robustness_saved(
 
 # --- what training used -----------------------------------------------------------------------------------------
 def training_config_of(model: str | Path) -> TrainConfig | None:
-    """The training config of a saved model, or None when it cannot be found.
+    """The training config of a saved model (:func:`digits.train.report.run_record`), or None when there is none."""
+    from digits.train.report import run_record
 
-    A run directory keeps it in its run.json; a .safetensors file in the run.json beside it or, as the shipped
-    model does, in a .json file of the same name.
-    """
-    path = Path(model)
-    folder, weights = (path, path / WEIGHTS_NAME) if path.is_dir() else (path.parent, path)
-    for candidate in (weights.with_suffix(".json"), folder / META_NAME):
-        if not candidate.is_file():
-            continue
-        try:
-            config = json.loads(candidate.read_text()).get("config")
-            if isinstance(config, dict):
-                return TrainConfig.from_dict(config)
-        except (OSError, ValueError, TypeError, AttributeError, ConfigError):
-            continue  # not a record of digits' training
-    return None
+    config = run_record(model)[1].get("config")
+    try:
+        return TrainConfig.from_dict(config) if isinstance(config, dict) else None
+    except (ValueError, TypeError, ConfigError):
+        return None  # not a record of digits' training
 
 
 def _share(p: float) -> str:
