@@ -539,3 +539,15 @@ def test_a_config_that_makes_no_sense_is_refused():
             ServeConfig(**bad)
     assert ServeConfig(workers=4, threads=3).worker_threads == 3
     assert ServeConfig(workers=64).worker_threads == 1  # never below one thread a worker
+
+
+def test_an_animation_is_read_on_its_first_frame_and_the_answer_says_so(client):
+    first = Image.open(io.BytesIO(drawing(7)))
+    buffer = io.BytesIO()
+    first.save(buffer, "GIF", save_all=True, append_images=[first.rotate(90), first.rotate(180)])
+    for route in ("/v1/predict", "/v1/read"):
+        r = client.post(route, content=buffer.getvalue(), headers={"content-type": "image/gif"})
+        assert r.status_code == 200, r.text
+        assert r.json()["notes"] == ["the image data holds 3 frames (an animation); only the first is read"]
+    still = client.post("/v1/predict", content=drawing(7), headers={"content-type": "image/png"}).json()
+    assert "notes" not in still and still["digit"] == 7

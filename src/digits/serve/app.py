@@ -202,12 +202,13 @@ class Service:
 
     # -- the work, on the thread pool --------------------------------------------------------------------
 
-    def gray(self, part: Part) -> np.ndarray:
-        """The picture decoded by digits.reading (within the pixel limit), or the 4xx that says why it can't be."""
+    def gray(self, part: Part, notes: list[str] | None = None) -> np.ndarray:
+        """The picture decoded by digits.reading (within the pixel limit), or the 4xx that says why it can't be;
+        what the user should know of how it was read (only a GIF's first frame) is added to ``notes``."""
         if not part.data:
             raise ApiError(400, "empty_body", f"{part.name} is empty (0 bytes); send the contents of an image file")
         try:
-            return load_image(part.data, max_pixels=self.limits.max_pixels)
+            return load_image(part.data, max_pixels=self.limits.max_pixels, notes=notes)
         except ImageError as e:
             raise _image_error(e) from None
 
@@ -218,15 +219,18 @@ class Service:
 
     def predict(self, request: Request, body: bytes, top_k: int | None) -> dict[str, Any]:
         part = single_image(request, body)
-        prediction = self.reader.predict(self.gray(part))
+        notes: list[str] = []
+        prediction = self.reader.predict(self.gray(part, notes))
         self.metrics.count_digits("/v1/predict", prediction.digit is not None)
-        return {**FileResult(part.name, prediction).to_dict(top_k), "image28": _png_base64(prediction.image28)}
+        answer = FileResult(part.name, prediction, notes=tuple(notes)).to_dict(top_k)
+        return {**answer, "image28": _png_base64(prediction.image28)}
 
     def read(self, request: Request, body: bytes) -> dict[str, Any]:
         part = single_image(request, body)
-        reading = self.reader.read(self.gray(part))
+        notes: list[str] = []
+        reading = self.reader.read(self.gray(part, notes))
         self.metrics.count_digits("/v1/read", sum(d.digit is not None for d in reading.digits))
-        return FileResult(part.name, reading).to_dict()
+        return FileResult(part.name, reading, notes=tuple(notes)).to_dict()
 
     def batch(self, request: Request, body: bytes, top_k: int | None, prepared: bool) -> dict[str, Any]:
         parts = image_parts(request, body, many=True, limit=self.limits.max_batch)
