@@ -9,7 +9,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from digits.train.augment import ERASE_AREA, _affine_theta, _elastic_displacement, _Random, _sampling_grid, augment
+from digits.train.augment import (
+    ERASE_AREA,
+    LIGHTING_CLOUDS,
+    LIGHTING_CONTRAST,
+    SCATTER_REACH,
+    _affine_theta,
+    _elastic_displacement,
+    _Random,
+    _sampling_grid,
+    augment,
+)
 from digits.train.config import AugmentConfig, format_augment, parse_augment
 
 FULL = AugmentConfig(
@@ -25,6 +35,11 @@ FULL = AugmentConfig(
     erase=0.5,
     noise=0.1,
     blur=0.5,
+    lighting=0.5,
+    lines=0.5,
+    impulse=0.1,
+    scatter=0.5,
+    outline=0.5,
 )
 
 
@@ -279,6 +294,71 @@ def test_blur_spreads_ink_on_a_random_subset_only():
     assert float(y[changed, 0, 14, 15].min()) > 0.05
 
 
+def test_lighting_gives_either_polarity_and_keeps_the_ink_apart_from_the_background():
+    x = torch.zeros(256, 1, 28, 28)
+    x[:, :, 8:20, 12:16] = 1.0  # a bar of ink
+    y = augment(x, AugmentConfig(lighting=1.0), torch.Generator().manual_seed(0))
+    ink, background = y[:, 0, 14, 14], y[:, 0, 14, 4]
+    gap = ink - background
+    # Clouds shrink the levels' gap by up to 1 + LIGHTING_CLOUDS and vary the background across the picture.
+    assert float(gap.abs().min()) > LIGHTING_CONTRAST / (1 + LIGHTING_CLOUDS) - 0.25
+    assert 0.35 < float((gap < 0).float().mean()) < 0.65  # dark ink on a light page about half the time
+    assert float(background.max()) > 0.7 and float(background.min()) < 0.3  # backgrounds of every level
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+
+
+def test_lines_mark_blank_pictures_on_a_random_subset():
+    x = torch.zeros(200, 1, 28, 28)
+    y = augment(x, AugmentConfig(lines=0.5), torch.Generator().manual_seed(0))
+    marked = (y > 0).flatten(1).any(dim=1)
+    assert 60 < int(marked.sum()) < 140
+    # Lines, blots and bands cover part of a picture, never all of it.
+    assert float((y[marked] > 0).flatten(1).float().mean(dim=1).max()) < 0.6
+
+
+def test_lines_never_dim_the_ink_except_in_an_inverted_band():
+    x = digit_like(128)
+    y = augment(x, AugmentConfig(lines=1.0), torch.Generator().manual_seed(1))
+    dimmed = y < x - 1e-6  # (B, 1, H, W)
+    pictures = torch.nonzero(dimmed.flatten(1).any(dim=1)).flatten().tolist()
+    assert 0 < len(pictures) < 40  # only the band's share of the chosen pictures
+
+    def span(mask: torch.Tensor) -> int:  # how many rows (or columns) from the first marked to the last
+        where = torch.nonzero(mask).flatten()
+        return int(where.max() - where.min()) + 1
+
+    for i in pictures:
+        columns, rows = dimmed[i, 0].any(dim=0), dimmed[i, 0].any(dim=1)
+        assert min(span(columns), span(rows)) <= 5  # a band at most 5 px wide
+
+
+def test_impulse_sets_at_most_its_share_of_pixels_to_black_or_white():
+    x = torch.full((64, 1, 28, 28), 0.5)
+    y = augment(x, AugmentConfig(impulse=0.2), torch.Generator().manual_seed(0))
+    hit = y != x
+    assert set(torch.unique(y[hit]).tolist()) == {0.0, 1.0}
+    share = hit.flatten(1).float().mean(dim=1)
+    assert float(share.max()) < 0.26 and 0.07 < float(share.mean()) < 0.13  # uniform in [0, 0.2]: mean 0.1
+
+
+def test_scatter_takes_each_pixel_from_a_near_neighbour():
+    x = digit_like(32)
+    y = augment(x, AugmentConfig(scatter=1.0), torch.Generator().manual_seed(0))
+    k = 2 * SCATTER_REACH + 1
+    assert (y <= F.max_pool2d(x, k, stride=1, padding=SCATTER_REACH) + 1e-6).all()
+    assert (y >= -F.max_pool2d(-x, k, stride=1, padding=SCATTER_REACH) - 1e-6).all()
+    assert not torch.equal(y, x)
+
+
+def test_outline_hollows_a_solid_stroke():
+    x = torch.zeros(16, 1, 28, 28)
+    x[:, :, 8:20, 8:20] = 1.0
+    y = augment(x, AugmentConfig(outline=1.0), torch.Generator().manual_seed(0))
+    assert float(y[:, 0, 14, 14].max()) <= 0.5 + 1e-6  # the inside: at most half its ink left (weight >= 0.5)
+    assert float(y[:, 0, 8, 14].min()) >= 1.0 - 1e-6  # the edge stays bright
+    assert float(y[:, 0, 7, 14].min()) >= 0.5 - 1e-6  # ... and spreads a pixel out
+
+
 # --- randomness, dtypes, devices ----------------------------------------------------------------
 
 
@@ -368,6 +448,11 @@ def test_flips_warn_and_nothing_else_does():
         ({"stroke": 2.0}, "stroke"),
         ({"blur": -0.1}, "blur"),
         ({"noise": -0.1}, "noise"),
+        ({"lighting": 1.5}, "lighting"),
+        ({"lines": -0.1}, "lines"),
+        ({"impulse": 1.1}, "impulse"),
+        ({"scatter": 2}, "scatter"),
+        ({"outline": -1}, "outline"),
         ({"rotate": float("nan")}, "rotate"),
         ({"hflip": 1}, "hflip"),
     ],

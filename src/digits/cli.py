@@ -337,10 +337,16 @@ def cmd_robustness(args: argparse.Namespace) -> int:
         raise UsageError(f"--baseline {args.baseline} does not exist: give a run, a .safetensors or a robustness.json")
     out = _writable_folder(args.out or rb.default_out_dir(model), "--out")
     data = load_mnist(args.data_dir, log=log)
-    images, labels = data.test_images[: args.limit], data.test_labels[: args.limit]
+    images, labels = data.test_images, data.test_labels
+    if args.on == "validation":
+        try:
+            images, labels = rb.validation_digits(model, data)
+        except ValueError as exc:
+            raise UsageError(f"--on validation: {exc}; measure it --on test") from None
+    images, labels = images[: args.limit], labels[: args.limit]
     progress = (lambda s: print(f"measuring {s}", file=sys.stderr)) if args.progress else None
     result = rb.evaluate_robustness_saved(
-        model, images, labels, severities=args.severity, seed=args.seed, progress=progress
+        model, images, labels, digits=args.on, severities=args.severity, seed=args.seed, progress=progress
     )
     baseline = None
     if args.baseline:
@@ -713,8 +719,13 @@ def _robustness_parser(sub: Subparsers) -> None:
     )
     r.add_argument("--seed", type=int, default=0, help="seed of the corruptions' randomness (default: %(default)s)")
     r.add_argument(
-        "--limit", type=_positive(int), metavar="N", help="measure the first N test digits only (default: all 10,000)"
+        "--on",
+        choices=("test", "validation"),
+        default="test",
+        help="MNIST's test digits, or the training digits the run held out for validation: tune a recipe's "
+        "robustness there, never on the test set (default: %(default)s)",
     )
+    r.add_argument("--limit", type=_positive(int), metavar="N", help="measure the first N digits only (default: all)")
     r.add_argument("--progress", action="store_true", help="name each corruption on stderr as it is measured")
     r.add_argument("--json", action="store_true")
     _data_dir(r)

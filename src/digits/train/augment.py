@@ -45,6 +45,21 @@ FILL_BOX = 20
 # of a digit a few millimetres tall: 10-16), upsampled back, then its strokes brought back to full
 # brightness as digits.reading.normalize does.
 LOWRES_SIDES = (8, 10, 12, 14, 16)
+# Lighting: the background and the ink each get a level in [0, 1] at least LIGHTING_CONTRAST apart, either way
+# round (dark ink on a light page as often as light on dark); half the pictures also get clouds, a smooth
+# field of strength up to LIGHTING_CLOUDS drawn on a LIGHTING_LATTICE x LIGHTING_LATTICE lattice.
+LIGHTING_CONTRAST = 0.15
+LIGHTING_CLOUDS = 1.5
+LIGHTING_LATTICE = 5
+# Lines: up to LINES_MAX strokes per picture, each LINES_TURNS straight pieces between two points near the
+# border, swinging up to LINES_SWING pixels either side (0: a straight line), half-width LINES_WIDTH px; a
+# third of them dotted. A quarter of the chosen pictures get blots or an inverted band instead.
+LINES_MAX = 3
+LINES_TURNS = 6
+LINES_SWING = 3.0
+LINES_WIDTH = (0.4, 1.2)
+# Scatter: each pixel comes from a neighbour up to this many pixels away in each axis.
+SCATTER_REACH = 2
 
 
 def augment(x: Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> Tensor:
@@ -85,12 +100,22 @@ def augment(x: Tensor, cfg: AugmentConfig, generator: torch.Generator | None = N
             out = _random_lowres(out, cfg.lowres, rng)
         if cfg.stroke:
             out = _random_stroke(out, cfg.stroke, rng)
+        if cfg.outline:
+            out = _random_outline(out, cfg.outline, rng)
+        if cfg.scatter:
+            out = _random_scatter(out, cfg.scatter, rng)
         if cfg.blur:
             out = _random_blur(out, cfg.blur, rng)
+        if cfg.lines:
+            out = _random_lines(out, cfg.lines, rng)
+        if cfg.lighting:
+            out = _random_lighting(out, cfg.lighting, rng)
         if cfg.erase:
             out = _random_erase(out, cfg.erase, rng)
         if cfg.noise:
             out = (out + cfg.noise * rng.normal(out.shape)).clamp_(0.0, 1.0)
+        if cfg.impulse:
+            out = _random_impulse(out, cfg.impulse, rng)
     # empty_like keeps x's strides (channels_last stays channels_last), copy_ casts back to x.dtype.
     return torch.empty_like(x).copy_(out)
 
@@ -346,3 +371,127 @@ def _random_stroke(x: Tensor, probability: float, rng: _Random) -> Tensor:
     thinned = torch.maximum(across, down)
     changed = torch.where(thicker[:, None, None, None], dilated, thinned)
     return torch.where(chosen[:, None, None, None], changed, x)
+
+
+def _chosen(x: Tensor, changed: Tensor, probability: float, rng: _Random) -> Tensor:
+    """``changed`` for a random share ``probability`` of the images of ``x``, ``x`` for the rest."""
+    chosen = rng.uniform((x.shape[0],)) < probability  # (B,)
+    return torch.where(chosen[:, None, None, None], changed, x)
+
+
+def _random_outline(x: Tensor, probability: float, rng: _Random) -> Tensor:
+    """Strokes replaced by their outlines, mixed in with weight uniform in [0.5, 1]: an edge detector's picture.
+
+    The outline is the morphological gradient, a 3x3 grey dilation minus a 3x3 grey erosion: bright where the
+    stroke meets the background, dark inside a broad stroke.
+    """
+    dilated = F.max_pool2d(x, 3, stride=1, padding=1)
+    eroded = -F.max_pool2d(-x, 3, stride=1, padding=1)
+    weight = rng.uniform((x.shape[0], 1, 1, 1), 0.5, 1.0)
+    return _chosen(x, (1 - weight) * x + weight * (dilated - eroded), probability, rng)
+
+
+def _random_scatter(x: Tensor, probability: float, rng: _Random) -> Tensor:
+    """Frosted glass: each pixel of a chosen image taken from a random neighbour up to SCATTER_REACH px away."""
+    batch, _, height, width = x.shape
+    reach = torch.floor(rng.uniform((batch, 1, 1, 1), 1.0, SCATTER_REACH + 1.0))  # 1 or 2 px, per image
+    offset = torch.round((rng.uniform((batch, 2, height, width)) * 2 - 1) * reach)  # (B, 2, H, W) whole pixels
+    eye = torch.eye(2, 3, device=x.device, dtype=x.dtype).expand(batch, 2, 3)
+    grid = _sampling_grid(eye.contiguous(), height, width, offset)
+    scattered = F.grid_sample(x, grid, mode="nearest", padding_mode="border", align_corners=False)
+    return _chosen(x, scattered, probability, rng)
+
+
+def _segment_distance(px: Tensor, py: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Distance of each pixel (px, py: (H, W)) to segments a -> b ((..., 2) as x, y), and where along each the
+    nearest point lies (0 at a, 1 at b): both (..., H, W)."""
+    d = b - a  # (..., 2)
+    length2 = (d**2).sum(-1).clamp_min(1e-6)[..., None, None]
+    ax, ay, dx, dy = a[..., 0, None, None], a[..., 1, None, None], d[..., 0, None, None], d[..., 1, None, None]
+    t = (((px - ax) * dx + (py - ay) * dy) / length2).clamp(0.0, 1.0)
+    return torch.hypot(px - ax - t * dx, py - ay - t * dy), t
+
+
+def _random_lines(x: Tensor, probability: float, rng: _Random) -> Tensor:
+    """Marks that are not the digit: 1 to LINES_MAX lines, zigzags or dotted lines across a chosen picture,
+    drawn as bright as ink (MNIST's polarity); a quarter of the chosen pictures get soft blots or one band,
+    vertical or horizontal, 1-5 px wide, inverted instead.
+    """
+    batch, _, height, width = x.shape
+    k, turns = LINES_MAX, LINES_TURNS
+    size = torch.tensor([width - 1.0, height - 1.0], device=x.device, dtype=x.dtype)
+    # Each line runs between two points near the border, about across the picture from each other (a turn of
+    # pi, give or take one radian).
+    angle = rng.uniform((batch, k), 0.0, 2 * math.pi)
+    back = angle + math.pi + rng.uniform((batch, k), -1.0, 1.0)
+    radius = rng.uniform((batch, k, 2), 0.4, 0.55)
+    centre = size / 2
+    start = centre + radius[..., :1] * torch.stack([angle.cos(), angle.sin()], -1) * size  # (B, K, 2)
+    end = centre + radius[..., 1:] * torch.stack([back.cos(), back.sin()], -1) * size
+    along = torch.linspace(0, 1, turns + 1, device=x.device, dtype=x.dtype)  # (T+1,)
+    points = start[:, :, None] + along[:, None] * (end - start)[:, :, None]  # (B, K, T+1, 2)
+    normal = torch.stack([-(end - start)[..., 1], (end - start)[..., 0]], -1)
+    normal = normal / normal.norm(dim=-1, keepdim=True).clamp_min(1e-6)  # (B, K, 2)
+    zigzag = rng.uniform((batch, k, 1)) < 0.5
+    swing = torch.where(zigzag, rng.uniform((batch, k, 1), 1.0, LINES_SWING), torch.zeros_like(zigzag, dtype=x.dtype))
+    sign = torch.where(torch.arange(turns + 1, device=x.device) % 2 == 0, -1.0, 1.0).to(x.dtype)  # (T+1,)
+    points = points + (swing * sign)[..., None] * normal[:, :, None]
+    px = torch.arange(width, device=x.device, dtype=x.dtype).expand(height, width)
+    py = torch.arange(height, device=x.device, dtype=x.dtype)[:, None].expand(height, width)
+    dist, t = _segment_distance(px, py, points[:, :, :-1], points[:, :, 1:])  # (B, K, T, H, W)
+    half = rng.uniform((batch, k, 1, 1, 1), *LINES_WIDTH)
+    ink = (half + 0.5 - dist).clamp(0.0, 1.0)  # anti-aliased stroke
+    # Dotted: dots PERIOD px apart along each piece (its own phase), on a third of the lines.
+    piece = (points[:, :, 1:] - points[:, :, :-1]).norm(dim=-1)[..., None, None]  # (B, K, T, 1, 1)
+    period = rng.uniform((batch, k, 1, 1, 1), 2.5, 4.0)
+    dots = torch.remainder(t * piece / period, 1.0) < 0.5
+    dotted = rng.uniform((batch, k, 1, 1, 1)) < 1 / 3
+    ink = torch.where(dotted & ~dots, torch.zeros_like(ink), ink)
+    count = torch.floor(rng.uniform((batch, 1, 1, 1), 1.0, k + 1.0))  # lines per picture, 1 to K
+    present = torch.arange(k, device=x.device)[None, :, None, None] < count  # (B, K, 1, 1)
+    shade = rng.uniform((batch, k, 1, 1), 0.6, 1.0)
+    marks = (ink.amax(dim=2) * shade * present).amax(dim=1, keepdim=True)  # (B, 1, H, W)
+    lined = torch.maximum(x, marks)
+    # Blots: a smooth field on a coarse lattice, its peaks kept.
+    field = F.interpolate(rng.uniform((batch, 1, 7, 7)), size=(height, width), mode="bicubic", align_corners=True)
+    cut = rng.uniform((batch, 1, 1, 1), 0.75, 0.95)
+    blots = torch.maximum(x, ((field - cut) * 10).clamp(0.0, 1.0) * rng.uniform((batch, 1, 1, 1), 0.5, 1.0))
+    # A band, 1 to 5 px wide, through the middle half, across or down; inverted.
+    band_width = torch.floor(rng.uniform((batch, 1, 1, 1), 1.0, 6.0))
+    first = torch.floor(rng.uniform((batch, 1, 1, 1), 0.25, 0.75) * width - band_width / 2)
+    across = rng.uniform((batch, 1, 1, 1)) < 0.5
+    where = torch.where(across, py, px)  # the coordinate the band is measured along
+    in_band = (where >= first) & (where < first + band_width)
+    banded = torch.where(in_band, 1.0 - x, x)
+    other = torch.where(rng.uniform((batch, 1, 1, 1)) < 0.5, blots, banded)
+    changed = torch.where(rng.uniform((batch, 1, 1, 1)) < 0.25, other, lined)
+    return _chosen(x, changed, probability, rng)
+
+
+def _random_lighting(x: Tensor, probability: float, rng: _Random) -> Tensor:
+    """New lighting for a chosen picture: background and ink levels, and clouds.
+
+    The background gets a level ``low`` and the ink ``low + span`` (span at least LIGHTING_CONTRAST), each
+    uniform over what fits in [0, 1]; half the pictures are then turned negative (dark ink on a light
+    page). Half get clouds: a smooth field (bicubic from a LIGHTING_LATTICE lattice of uniform noise) of
+    strength up to LIGHTING_CLOUDS added, and the sum scaled back into [0, 1].
+    """
+    batch, _, height, width = x.shape
+    shape = (batch, 1, 1, 1)
+    low = rng.uniform(shape, 0.0, 1.0 - LIGHTING_CONTRAST)
+    span = LIGHTING_CONTRAST + rng.uniform(shape) * (1.0 - LIGHTING_CONTRAST - low)
+    lit = low + span * x
+    lit = torch.where(rng.uniform(shape) < 0.5, 1.0 - lit, lit)
+    lattice = rng.uniform((batch, 1, LIGHTING_LATTICE, LIGHTING_LATTICE))
+    cloud = F.interpolate(lattice, size=(height, width), mode="bicubic", align_corners=True).clamp(0.0, 1.0)
+    strength = rng.uniform(shape, 0.0, LIGHTING_CLOUDS) * (rng.uniform(shape) < 0.5)
+    return _chosen(x, (lit + strength * cloud) / (1.0 + strength), probability, rng)
+
+
+def _random_impulse(x: Tensor, amount: float, rng: _Random) -> Tensor:
+    """Salt and pepper: a share of the pixels, uniform in [0, amount] per image, set to 0 or 1, half each."""
+    batch = x.shape[0]
+    share = rng.uniform((batch, 1, 1, 1), 0.0, amount)
+    hit = rng.uniform(tuple(x.shape)) < share
+    salt = (rng.uniform(tuple(x.shape)) < 0.5).to(x.dtype)
+    return torch.where(hit, salt, x)

@@ -30,8 +30,15 @@ _FLOAT_FIELDS = (
     "erase",
     "noise",
     "blur",
+    "lighting",
+    "lines",
+    "impulse",
+    "scatter",
+    "outline",
 )
 _BOOL_FIELDS = ("hflip", "vflip")
+# The fields that change pixels rather than where they are.
+_PIXEL_FIELDS = _FLOAT_FIELDS[_FLOAT_FIELDS.index("fill") :]
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -53,6 +60,12 @@ class AugmentConfig:
     erase: float = 0.0  # probability of erasing one random rectangle per image (Zhong et al. 2017)
     noise: float = 0.0  # std of additive gaussian noise, result clamped to [0, 1]
     blur: float = 0.0  # probability of a gaussian blur per image, sigma uniform in digits.train.augment.BLUR_SIGMA
+    # The enemies of real pictures (digits.train.augment says how strongly each is drawn):
+    lighting: float = 0.0  # probability of new background and ink levels (faint, bright, inverted) and clouds
+    lines: float = 0.0  # probability of lines, zigzags, dotted lines, blots or an inverted band across the digit
+    impulse: float = 0.0  # most share of pixels set to black or white (salt and pepper), uniform per image
+    scatter: float = 0.0  # probability of each pixel taken from a random neighbour up to 2 px away (frosted glass)
+    outline: float = 0.0  # probability of the strokes replaced (partly) by their outlines
     hflip: bool = False  # mirror left-right with probability 1/2: changes which digit an image shows
     vflip: bool = False  # mirror top-bottom with probability 1/2: same caveat
 
@@ -81,6 +94,10 @@ class AugmentConfig:
             (0.0 <= self.erase <= 1.0, f"erase is a probability and must be in [0, 1], got {self.erase}"),
             (self.noise >= 0.0, f"noise must be >= 0, got {self.noise}"),
             (0.0 <= self.blur <= 1.0, f"blur is a probability and must be in [0, 1], got {self.blur}"),
+            *(
+                (0.0 <= getattr(self, name) <= 1.0, f"{name} must be in [0, 1], got {getattr(self, name)}")
+                for name in ("lighting", "lines", "impulse", "scatter", "outline")
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -101,7 +118,7 @@ class AugmentConfig:
     @property
     def enabled(self) -> bool:
         """True when ``augment`` changes anything at all."""
-        return self.geometric or bool(self.fill or self.lowres or self.stroke or self.erase or self.noise or self.blur)
+        return self.geometric or any(getattr(self, name) for name in _PIXEL_FIELDS)
 
 
 def parse_augment(spec: str) -> AugmentConfig:

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from torch import nn
 
+    from digits.data import MNIST
+
 __all__ = [
     "RobustnessResult",
     "evaluate_robustness",
@@ -71,11 +73,12 @@ class RobustnessResult:
     clean_accuracy: float
     accuracy: dict[str, dict[int, float]]
     seed: int
-    n: int  # test digits measured
+    n: int  # digits measured
     model: str = ""  # the network's name, e.g. fastnet
     source: str = ""  # the run directory or model file measured
     training_transforms: tuple[str, ...] | None = None
     training_resembles: tuple[str, ...] | None = None
+    digits: str = "test"  # which digits were measured: MNIST's "test" set, or the run's "validation" split
 
     def __post_init__(self) -> None:
         levels = {tuple(by.keys()) for by in self.accuracy.values()}
@@ -140,6 +143,7 @@ class RobustnessResult:
             "severities": list(self.severities),
             "seed": self.seed,
             "n": self.n,
+            "digits": self.digits,
             "model": self.model,
             "source": self.source,
             "training_transforms": None if self.training_transforms is None else list(self.training_transforms),
@@ -165,6 +169,7 @@ class RobustnessResult:
                 source=str(data.get("source", "")),
                 training_transforms=None if transforms is None else tuple(transforms),
                 training_resembles=None if resembles is None else tuple(resembles),
+                digits=str(data.get("digits", "test")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"not a robustness record: {exc!r}") from exc
@@ -226,12 +231,15 @@ def evaluate_robustness_saved(
     model: str | Path,
     images: np.ndarray,
     labels: np.ndarray,
+    *,
+    digits: str = "test",
     **options: Any,
 ) -> RobustnessResult:
     """:func:`evaluate_robustness` of a saved model (run directory or .safetensors), as its run evaluated it.
 
     The evaluation precision comes from the file; the result also names the network and the file, and says
     what the model was trained with when its training config can be found (:func:`training_config_of`).
+    ``digits`` names the set ``images`` come from ("test", or "validation": :func:`validation_digits`).
     """
     from digits.models.weights import load_weights
 
@@ -245,7 +253,24 @@ def evaluate_robustness_saved(
         source=str(model),
         training_transforms=None if cfg is None else tuple(training_transforms(cfg)),
         training_resembles=None if cfg is None else tuple(training_resembles(cfg)),
+        digits=digits,
     )
+
+
+def validation_digits(model: str | Path, data: MNIST) -> tuple[np.ndarray, np.ndarray]:
+    """The training digits a saved model's run held out for validation: (N, 28, 28) uint8 and (N,) labels.
+
+    Corrupted, they are where a training recipe's robustness can be tuned without looking at the test set.
+    ValueError when the model's training config is unknown or it kept no validation split.
+    """
+    from digits.train.loop import split_train_val
+
+    cfg = training_config_of(model)
+    if cfg is None or cfg.val_split == 0:
+        why = "its training config is unknown" if cfg is None else "its run kept no validation split (val_split 0)"
+        raise ValueError(f"{model} has no validation digits: {why}")
+    _, _, val_x, val_y = split_train_val(data, cfg)
+    return val_x.numpy().astype(np.uint8), val_y.numpy()
 
 
 # --- what training used -----------------------------------------------------------------------------------------
@@ -266,7 +291,7 @@ def _share(p: float) -> str:
 
 def _transforms(cfg: TrainConfig) -> list[tuple[str, tuple[str, ...]]]:
     """(what training did, in words; the corruptions it resembles) for each transform ``cfg`` turns on."""
-    from digits.train.augment import BLUR_SIGMA, FILL_BOX, LOWRES_SIDES  # the strengths augment applies
+    from digits.train.augment import BLUR_SIGMA, FILL_BOX, LOWRES_SIDES, SCATTER_REACH  # the strengths augment applies
 
     a = cfg.augment
     out: list[tuple[str, tuple[str, ...]]] = []
@@ -294,6 +319,26 @@ def _transforms(cfg: TrainConfig) -> list[tuple[str, tuple[str, ...]]]:
         out.append((f"a random rectangle erased ({_share(a.erase)})", ()))
     if a.noise:
         out.append((f"gaussian noise, std {a.noise:g}", ("gaussian_noise",)))
+    if a.outline:
+        out.append((f"strokes turned partly to their outlines ({_share(a.outline)})", ("canny_edges",)))
+    if a.scatter:
+        out.append((f"pixels scattered up to {SCATTER_REACH} px, frosted glass ({_share(a.scatter)})", ("glass_blur",)))
+    if a.lines:
+        out.append(
+            (
+                f"lines, zigzags, dotted lines, blots or an inverted band across the digit ({_share(a.lines)})",
+                ("stripe", "spatter", "dotted_line", "zigzag"),
+            )
+        )
+    if a.lighting:
+        out.append(
+            (
+                f"new background and ink levels, either polarity, half with clouds ({_share(a.lighting)})",
+                ("brightness", "fog", "contrast", "inversion"),
+            )
+        )
+    if a.impulse:
+        out.append((f"salt and pepper on up to {a.impulse:.0%} of the pixels", ("impulse_noise",)))
     if a.hflip:
         out.append(("mirrored left to right (half the images)", ()))
     if a.vflip:
@@ -353,7 +398,9 @@ def format_table(result: RobustnessResult, baseline: RobustnessResult | None = N
         + "".join(f"{means[s]:>8.2%}" for s in levels)
         + f"{result.mean_corrupted_accuracy:>8.2%}"
     )
-    lines.append(f"clean accuracy {result.clean_accuracy:.2%} on {result.n:,} test digits (seed {result.seed})")
+    lines.append(
+        f"clean accuracy {result.clean_accuracy:.2%} on {result.n:,} {result.digits} digits (seed {result.seed})"
+    )
     if baseline:
         mce = result.mean_corruption_error(baseline)
         lines.append(f"mean corruption error (mCE) {mce:.3f} relative to {baseline.source or 'the baseline'}")
@@ -498,6 +545,7 @@ def load_baseline(
             for what, theirs, ours in (
                 ("seed", base.seed, like.seed),
                 ("digits", base.n, like.n),
+                ("set", base.digits, like.digits),
                 ("severities", list(base.severities), list(like.severities)),
                 ("corruptions", len(base.corruptions), len(like.corruptions)),
             )
