@@ -321,7 +321,7 @@ def test_lines_never_dim_the_ink_except_in_an_inverted_band():
     y = augment(x, AugmentConfig(lines=1.0), torch.Generator().manual_seed(1))
     dimmed = y < x - 1e-6  # (B, 1, H, W)
     pictures = torch.nonzero(dimmed.flatten(1).any(dim=1)).flatten().tolist()
-    assert 0 < len(pictures) < 40  # only the band's share of the chosen pictures
+    assert 10 < len(pictures) < 55  # a quarter of the pictures get a band (half blots or a band, half of those)
 
     def span(mask: torch.Tensor) -> int:  # how many rows (or columns) from the first marked to the last
         where = torch.nonzero(mask).flatten()

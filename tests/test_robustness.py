@@ -301,6 +301,13 @@ def test_the_command_refuses_bad_input_clearly(capsys, tmp_path, mnist_dir):
     assert code == 2 and "--out" in err and "is a file" in err
     code, _, err = run_cli(capsys, "robustness", "--baseline", str(tmp_path / "nothing"), "--data-dir", str(mnist_dir))
     assert code == 2 and "--baseline" in err
+    # A run that kept no validation split has no validation digits to measure.
+    (tmp_path / "fast").mkdir()
+    (tmp_path / "fast" / "run.json").write_text(json.dumps({"config": get_preset("fast").to_dict()}))
+    code, _, err = run_cli(
+        capsys, "robustness", str(tmp_path / "fast"), "--on", "validation", "--data-dir", str(mnist_dir)
+    )
+    assert code == 2 and "no validation digits" in err and "val_split 0" in err
 
 
 @pytest.mark.slow
@@ -320,3 +327,17 @@ def test_the_command_on_a_small_trained_run(capsys, tmp_path, mnist, mnist_dir):
     assert record["training_resembles"] == ["rotate"]
     assert (tmp_path / "run" / "robustness.json").is_file()  # beside the model
     assert dataclasses.asdict(R.RobustnessResult.from_dict(record))["n"] == 100
+    assert record["digits"] == "test"
+
+    # The digits the run held out (the last 20% of its 2,000), where a recipe may be tuned.
+    code, out, err = run_cli(
+        capsys, "robustness", str(tmp_path / "run"), "--severity", "3", "--on", "validation",
+        "--data-dir", str(mnist_dir), "--json", "--out", str(tmp_path / "val"),
+    )  # fmt: skip
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["digits"] == "validation" and record["n"] == 400
+    images, labels = R.validation_digits(tmp_path / "run", mnist)
+    assert np.array_equal(images, mnist.train_images[1600:2000]) and np.array_equal(
+        labels, mnist.train_labels[1600:2000]
+    )

@@ -228,8 +228,10 @@ def test_every_preset_trains_end_to_end_on_a_small_budget(mnist, tmp_path, prese
     run = fit(cfg, tmp_path / preset, data=mnist, progress=False, log=lambda s: None)
     assert run.summary["preset"] is None and run.summary["model"] == cfg.model
     # It learns (chance is 10%): one epoch on 3,000 digits gave the `best` preset's deepnet 69% on an Intel Xeon,
-    # over 70% where this was written (AMD EPYC); the others more.
-    assert run.test.accuracy > 0.5, (preset, run.test.accuracy)
+    # over 70% where this was written (AMD EPYC); the others more, except `robust`, whose digits are so distorted
+    # (lighting, lines, noise) that one epoch on 3,000 of them gave 40%.
+    floor = 0.25 if cfg.augment.lighting else 0.5
+    assert run.test.accuracy > floor, (preset, run.test.accuracy)
 
 
 def test_seed_weights_from_before_the_hwc_flatten_are_refused(tmp_path):

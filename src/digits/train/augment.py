@@ -53,7 +53,7 @@ LIGHTING_CLOUDS = 1.5
 LIGHTING_LATTICE = 5
 # Lines: up to LINES_MAX strokes per picture, each LINES_TURNS straight pieces between two points near the
 # border, swinging up to LINES_SWING pixels either side (0: a straight line), half-width LINES_WIDTH px; a
-# third of them dotted. A quarter of the chosen pictures get blots or an inverted band instead.
+# third of them dotted. Half the chosen pictures get blots or an inverted band instead.
 LINES_MAX = 3
 LINES_TURNS = 6
 LINES_SWING = 3.0
@@ -414,7 +414,7 @@ def _segment_distance(px: Tensor, py: Tensor, a: Tensor, b: Tensor) -> tuple[Ten
 
 def _random_lines(x: Tensor, probability: float, rng: _Random) -> Tensor:
     """Marks that are not the digit: 1 to LINES_MAX lines, zigzags or dotted lines across a chosen picture,
-    drawn as bright as ink (MNIST's polarity); a quarter of the chosen pictures get soft blots or one band,
+    drawn as bright as ink (MNIST's polarity); half the chosen pictures get soft blots or one band,
     vertical or horizontal, 1-5 px wide, inverted instead.
     """
     batch, _, height, width = x.shape
@@ -464,7 +464,7 @@ def _random_lines(x: Tensor, probability: float, rng: _Random) -> Tensor:
     in_band = (where >= first) & (where < first + band_width)
     banded = torch.where(in_band, 1.0 - x, x)
     other = torch.where(rng.uniform((batch, 1, 1, 1)) < 0.5, blots, banded)
-    changed = torch.where(rng.uniform((batch, 1, 1, 1)) < 0.25, other, lined)
+    changed = torch.where(rng.uniform((batch, 1, 1, 1)) < 0.5, other, lined)
     return _chosen(x, changed, probability, rng)
 
 
