@@ -260,7 +260,7 @@ def run_cli(capsys, *argv):
 
 
 @needs_shipped
-def test_the_command_measures_the_shipped_model_and_writes_its_files(capsys, tmp_path, mnist_dir, monkeypatch):
+def test_the_command_measures_the_shipped_model_and_writes_its_files(capsys, tmp_path, mnist, mnist_dir, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the shipped model's files go to ./robustness, never into the package
     base = ["--data-dir", str(mnist_dir), "--limit", "200"]
     code, out, err = run_cli(capsys, "robustness", "--severity", "3", *base)
@@ -282,6 +282,19 @@ def test_the_command_measures_the_shipped_model_and_writes_its_files(capsys, tmp
     again = json.loads(out)
     assert again["mean_corruption_error"] == pytest.approx(1.0)
     assert again["mean_corrupted_accuracy"] == record["mean_corrupted_accuracy"]  # same seed, same images
+
+    # Through the reader: each corrupted digit read as a picture, so grey backgrounds and inverted ink are
+    # undone before the model sees them.
+    from digits.reading import Recognizer
+
+    images, labels = mnist.test_images[:200], mnist.test_labels[:200]
+    lighting = ["brightness", "contrast", "inversion"]  # what the reader undoes, and the bare network fails
+    reader = R.evaluate_robustness_reading(Recognizer.load(), images, labels, corruptions=lighting, severities=(3,))
+    assert reader.model.endswith("through digits' reader") and reader.through_reader
+    for name in lighting:
+        assert reader.accuracy[name][3] > max(0.9, record["accuracy"][name]["3"] + 0.3), name
+    with pytest.raises(ValueError, match="through the reader False against True"):
+        R.load_baseline(folder / "robustness.json", reader, images, labels)
 
     # A baseline measured another way is refused, not compared.
     earlier = str(folder / "robustness.json")

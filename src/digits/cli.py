@@ -346,7 +346,14 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     images, labels = images[: args.limit], labels[: args.limit]
     progress = (lambda s: print(f"measuring {s}", file=sys.stderr)) if args.progress else None
     result = rb.evaluate_robustness_saved(
-        model, images, labels, digits=args.on, severities=args.severity, seed=args.seed, progress=progress
+        model,
+        images,
+        labels,
+        digits=args.on,
+        reader=args.reader,
+        severities=args.severity,
+        seed=args.seed,
+        progress=progress,
     )
     baseline = None
     if args.baseline:
@@ -726,6 +733,12 @@ def _robustness_parser(sub: Subparsers) -> None:
         "robustness there, never on the test set (default: %(default)s)",
     )
     r.add_argument("--limit", type=_positive(int), metavar="N", help="measure the first N digits only (default: all)")
+    r.add_argument(
+        "--reader",
+        action="store_true",
+        help="read each corrupted digit as a picture, the way digits predict does (background, polarity, "
+        "contrast and framing found first), rather than give it to the bare network",
+    )
     r.add_argument("--progress", action="store_true", help="name each corruption on stderr as it is measured")
     r.add_argument("--json", action="store_true")
     _data_dir(r)

@@ -40,17 +40,22 @@ if TYPE_CHECKING:
     from torch import nn
 
     from digits.data import MNIST
+    from digits.reading import Recognizer
 
 __all__ = [
     "RobustnessResult",
     "evaluate_robustness",
+    "evaluate_robustness_reading",
     "evaluate_robustness_saved",
     "training_config_of",
     "training_resembles",
     "training_transforms",
+    "validation_digits",
 ]
 
 JSON_NAME = "robustness.json"
+# Ends the model's name in a result measured through digits' reader.
+READER_SUFFIX = " through digits' reader"
 CHART_NAME = "robustness.png"
 EXAMPLES_NAME = "robustness_examples.png"
 
@@ -102,6 +107,11 @@ class RobustnessResult:
     def mean_corrupted_accuracy_by_severity(self) -> dict[int, float]:
         """Severity -> mean accuracy over the corruptions."""
         return {s: float(np.mean([by[s] for by in self.accuracy.values()])) for s in self.severities}
+
+    @property
+    def through_reader(self) -> bool:
+        """True when the digits were read as pictures by digits' reader (:func:`evaluate_robustness_reading`)."""
+        return self.model.endswith(READER_SUFFIX)
 
     def corruption_accuracy(self, corruption: str) -> float:
         """One corruption's accuracy, averaged over the severities measured."""
@@ -206,17 +216,56 @@ def evaluate_robustness(
     """
     from digits.train.evaluate import evaluate, to_tensors
 
+    def accuracy(x: np.ndarray) -> float:
+        return evaluate(
+            model, *to_tensors(x, labels), batch_size=batch_size, precision=precision, device=device
+        ).accuracy
+
+    return _measure(accuracy, images, corruptions, severities, seed, progress)
+
+
+def evaluate_robustness_reading(
+    recognizer: Recognizer,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    corruptions: Sequence[str] | None = None,
+    severities: Sequence[int] = SEVERITIES,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> RobustnessResult:
+    """:func:`evaluate_robustness` of digits' reader: each corrupted 28x28 read as a picture, the way
+    ``digits predict`` reads one (background, polarity, contrast and framing found, then the model).
+
+    A digit is read right when the reader's digit is its label; "no digit found" counts as wrong. The result's
+    ``model`` says it was measured through the reader.
+    """
+
+    from digits.reading import Prediction
+
+    def accuracy(x: np.ndarray) -> float:
+        read = [r.result.digit if isinstance(r.result, Prediction) else None for r in recognizer.predict_batch(list(x))]
+        return float(np.mean([digit == label for digit, label in zip(read, labels.tolist())]))
+
+    result = _measure(accuracy, images, corruptions, severities, seed, progress)
+    return dataclasses.replace(result, model=f"{recognizer.info['model']}{READER_SUFFIX}")
+
+
+def _measure(
+    accuracy: Callable[[np.ndarray], float],
+    images: np.ndarray,
+    corruptions: Sequence[str] | None,
+    severities: Sequence[int],
+    seed: int,
+    progress: Callable[[str], None] | None,
+) -> RobustnessResult:
+    """``accuracy`` (of a batch of (N, 28, 28) uint8 digits in the labels' order) clean and under each corruption."""
     names = list(CORRUPTIONS) if corruptions is None else list(corruptions)
     levels = sorted(set(severities))
     _check_choice(names, levels)
     images = np.ascontiguousarray(images)
     if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
         raise ValueError(f"expected uint8 images of shape (N, 28, 28), got {images.dtype} {images.shape}")
-
-    def accuracy(x: np.ndarray) -> float:
-        return evaluate(
-            model, *to_tensors(x, labels), batch_size=batch_size, precision=precision, device=device
-        ).accuracy
 
     clean = accuracy(images)
     table: dict[str, dict[int, float]] = {}
@@ -233,23 +282,29 @@ def evaluate_robustness_saved(
     labels: np.ndarray,
     *,
     digits: str = "test",
+    reader: bool = False,
     **options: Any,
 ) -> RobustnessResult:
-    """:func:`evaluate_robustness` of a saved model (run directory or .safetensors), as its run evaluated it.
+    """:func:`evaluate_robustness` of a saved model (run directory or .safetensors), as its run evaluated it;
+    with ``reader``, :func:`evaluate_robustness_reading` of digits' reader with this model.
 
     The evaluation precision comes from the file; the result also names the network and the file, and says
     what the model was trained with when its training config can be found (:func:`training_config_of`).
     ``digits`` names the set ``images`` come from ("test", or "validation": :func:`validation_digits`).
     """
-    from digits.models.weights import load_weights
+    if reader:
+        from digits.reading import Recognizer
 
-    network, meta = load_weights(model)
-    options.setdefault("precision", meta.get("eval_precision", "fp32"))
-    result = evaluate_robustness(network, images, labels, **options)
+        result = evaluate_robustness_reading(Recognizer.load(model), images, labels, **options)
+    else:
+        from digits.models.weights import load_weights
+
+        network, meta = load_weights(model)
+        options.setdefault("precision", meta.get("eval_precision", "fp32"))
+        result = dataclasses.replace(evaluate_robustness(network, images, labels, **options), model=str(meta["model"]))
     cfg = training_config_of(model)
     return dataclasses.replace(
         result,
-        model=str(meta["model"]),
         source=str(model),
         training_transforms=None if cfg is None else tuple(training_transforms(cfg)),
         training_resembles=None if cfg is None else tuple(training_resembles(cfg)),
@@ -546,6 +601,7 @@ def load_baseline(
                 ("seed", base.seed, like.seed),
                 ("digits", base.n, like.n),
                 ("set", base.digits, like.digits),
+                ("through the reader", base.through_reader, like.through_reader),
                 ("severities", list(base.severities), list(like.severities)),
                 ("corruptions", len(base.corruptions), len(like.corruptions)),
             )
@@ -555,5 +611,12 @@ def load_baseline(
             raise ValueError(f"{path} was measured differently ({'; '.join(mismatch) or 'other corruptions'})")
         return base
     return evaluate_robustness_saved(
-        path, images, labels, corruptions=like.corruptions, severities=like.severities, seed=like.seed
+        path,
+        images,
+        labels,
+        digits=like.digits,
+        reader=like.through_reader,
+        corruptions=like.corruptions,
+        severities=like.severities,
+        seed=like.seed,
     )
