@@ -3,10 +3,13 @@
     digits train --preset seed --out runs/seed-0
     digits train --preset fast --out runs/fast-0
     python benchmarks/robustness.py runs/seed-0 runs/fast-0            # the shipped model is measured too
+    python benchmarks/robustness.py runs/seed-0 runs/best-0 --severity 3 --reader   # ... and through the reader
 
 Each model goes through ``evaluate_robustness_saved`` on the MNIST test digits (all 10,000 unless
-``--limit``) at every severity, with the corruptions' seed 0, so every model sees the same corrupted images.
-Printed: mean corrupted accuracy at severity 3 and over all five severities, the mCE relative to the first
+``--limit``) at every severity (or the ``--severity`` given), with the corruptions' seed 0, so every model sees
+the same corrupted images. With ``--reader`` the shipped model is also measured through digits' reader
+(``evaluate_robustness_reading``: each corrupted digit read as a picture, as ``digits predict`` reads one).
+Printed: mean corrupted accuracy at severity 3 and over the severities measured, the mCE relative to the first
 ``seed``-preset run given (Hendrycks & Dietterich 2019), and the accuracy per corruption; runs of the same
 preset are summarised as mean ± std. The time to make all 130 corrupted copies of the 10,000 test digits
 (without any model, whatever ``--limit``) and each model's measuring time are recorded as well.
@@ -28,6 +31,8 @@ from digits.data import load_mnist
 from digits.spec import META_NAME, SHIPPED_SAFETENSORS
 from digits.train.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from digits.train.robustness import RobustnessResult, corruption_rng, evaluate_robustness_saved
+
+SEVERITY_CHOICES = {"all": SEVERITIES, **{str(s): (s,) for s in SEVERITIES}}
 
 
 def preset_of(model: Path) -> str:
@@ -66,8 +71,13 @@ def main() -> None:
     p.add_argument("--no-shipped", dest="shipped", action="store_false", help="leave the shipped model out")
     p.add_argument("--limit", type=int, help="the first N test digits only (default: all 10,000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the corruptions (default: %(default)s)")
+    p.add_argument("--severity", choices=SEVERITY_CHOICES, default="all", help="(default: %(default)s; 3 is in all)")
+    p.add_argument("--reader", action="store_true", help="also measure the shipped model through digits' reader")
     p.add_argument("--json", default="benchmarks/results/robustness.json")
     args = p.parse_args()
+    severities = SEVERITY_CHOICES[args.severity]
+    if 3 not in severities:
+        p.error("the table leads with severity 3: measure 3 or all")
     models = ([SHIPPED_SAFETENSORS] if args.shipped else []) + [Path(r) for r in args.runs]
     if not models:
         p.error("nothing to measure: give runs, or leave the shipped model in")
@@ -77,18 +87,20 @@ def main() -> None:
     making = corruption_seconds(np.asarray(data.test_images), args.seed)  # always all 10,000: the suite's cost
     print(f"making all {len(CORRUPTIONS)} corruptions x 5 severities of the 10,000 test digits: {making:.1f} s")
     results: list[tuple[str, str, RobustnessResult, float]] = []
-    for model in models:
+    ways = [(model, False) for model in models] + ([(SHIPPED_SAFETENSORS, True)] if args.reader else [])
+    for model, reader in ways:
         start = time.perf_counter()
-        r = evaluate_robustness_saved(model, images, labels, seed=args.seed)
+        r = evaluate_robustness_saved(model, images, labels, reader=reader, severities=severities, seed=args.seed)
         seconds = time.perf_counter() - start
         name = "shipped" if model == SHIPPED_SAFETENSORS else str(model)
-        results.append((name, preset_of(model), r, seconds))
+        way = " (through the reader)" if reader else ""
+        results.append((name + way, preset_of(model) + way, r, seconds))
         print(f"{name}: {pct(r.mean_corrupted_accuracy_by_severity[3])} at severity 3, {seconds:.0f} s", flush=True)
     baseline = next((r for _, preset, r, _ in results if preset == "seed"), None)
 
     print(f"\n{len(images):,} MNIST test digits, corruption seed {args.seed}; mCE relative to the first seed run")
     markdown_table(
-        ["model", "preset", "clean", "severity 3", "all severities", "mCE", "training resembled"],
+        ["model", "preset", "clean", "severity 3", "severities measured", "mCE", "training resembled"],
         [
             [
                 name,
@@ -123,7 +135,7 @@ def main() -> None:
                 for preset, s in summary.items()
             ],
         )
-    print("\naccuracy per corruption: severity 3 / mean over severities 1-5")
+    print("\naccuracy per corruption: severity 3 / mean over the severities measured")
     markdown_table(
         ["corruption", *[name for name, *_ in results]],
         [
@@ -141,7 +153,13 @@ def main() -> None:
         for name, preset, r, seconds in results
     ]
     write_json(
-        Path(args.json), rows, n=len(images), corruption_seed=args.seed, corruption_seconds=making, summary=summary
+        Path(args.json),
+        rows,
+        n=len(images),
+        severities=list(severities),
+        corruption_seed=args.seed,
+        corruption_seconds=making,
+        summary=summary,
     )
     print(f"\nwritten: {args.json}")
 
