@@ -21,7 +21,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from digits.errors import DigitsError, UsageError
+from digits.errors import DigitsError, RunError, UsageError
 from digits.spec import CHECKPOINT_NAME, MAX_PIXELS, NUM_CLASSES, ONNX_INT8_NAME, ONNX_NAME, WEIGHTS_NAME
 
 EXIT_FAILURE = 1
@@ -186,9 +186,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from digits.data import load_mnist
-    from digits.train.config import get_preset, override
+    from digits.train.config import config_from_file, get_preset, override
+    from digits.train.distributed import broadcast_object, launch, launched_by_torchrun, process_group, world_from_env
     from digits.train.fast.memory import keep_freed_memory
-    from digits.train.loop import fit
+    from digits.train.loop import fit, resolve_device
     from digits.train.report import default_run_dir, link_latest
 
     if args.resume:
@@ -199,31 +200,50 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError(f"--resume continues the run in its own folder, {out}; drop --out {args.out}")
         if not (out / CHECKPOINT_NAME).is_file():
             raise UsageError(f"nothing to resume in {out}: no {CHECKPOINT_NAME} there (finished runs have none)")
-        if _config_overrides(args) or _model_options(args):
+        if _config_overrides(args) or _model_options(args) or args.config:
             raise UsageError("--resume continues a run with its own config; drop the other training flags")
         state = TrainState.load(out / CHECKPOINT_NAME)
         cfg, preset = state.config, state.preset
     else:
         preset = args.preset
         cfg = get_preset(preset)
+        if args.config:  # a file of fields over the preset's; the flags still override both
+            cfg = config_from_file(args.config, cfg)
         overrides = _config_overrides(args)
         # A preset's model options are for its own model: another --model starts from that model's defaults.
         own = cfg.model_options if overrides.get("model", cfg.model) == cfg.model else {}
         cfg = override(cfg, **overrides, model_options={**own, **_model_options(args)})
         out = Path(args.out) if args.out else default_run_dir(preset, cfg)
+    if args.nproc is not None:  # start torchrun, whose processes run this command without --nproc
+        if launched_by_torchrun():
+            raise UsageError("--nproc starts torchrun itself; under torchrun, leave it out")
+        launch(args.nproc, _without_nproc(args.argv) + ([] if args.out or args.resume else ["--out", str(out)]), out)
+        return 0
+    world = world_from_env()  # torchrun's RANK and WORLD_SIZE; a world of one otherwise
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     data = load_mnist(args.data_dir, from_dir=args.from_dir, log=log)
     keep_freed_memory()  # this process is the training: let glibc keep freed tensor memory for the next step
-    created = not out.exists()
-    try:
-        run = fit(cfg, out, data=data, resume=bool(args.resume), progress=not args.json, log=log, preset=preset)
-    except KeyboardInterrupt:
-        print(f"\n{_interrupted(out, created)}", file=sys.stderr)
-        return 130
-    except DigitsError:  # a run that failed (diverged, disk full) and saved nothing leaves no folder behind
-        if created and out.is_dir() and not any((out / name).exists() for name in (CHECKPOINT_NAME, WEIGHTS_NAME)):
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    with process_group(world, resolve_device(cfg.device, world), args.dist_timeout):
+        out = Path(broadcast_object(str(out), world))  # rank 0's: default names hold the time each rank started
+        created = not out.exists()
+        try:
+            resume = bool(args.resume)
+            run = fit(cfg, out, data=data, resume=resume, progress=not args.json, log=log, preset=preset, world=world)
+        except KeyboardInterrupt:
+            if world.is_main:
+                print(f"\n{_interrupted(out, created)}", file=sys.stderr)
+            return 130
+        except DigitsError:  # a run that failed (diverged, disk full) and saved nothing leaves no folder behind
+            saved = any((out / name).exists() for name in (CHECKPOINT_NAME, WEIGHTS_NAME))
+            if world.is_main and created and out.is_dir() and not saved:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+        except RuntimeError as exc:  # a collective that failed: another rank died, or hung past the timeout
+            if not world.distributed:
+                raise
+            raise RunError(_lost_contact(world, args.dist_timeout, exc, out)) from exc
+    if not world.is_main:
+        return 0
     if args.report:
         from digits.train.html_report import report
 
@@ -240,6 +260,29 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"{latest} now points to it")
         print(f"evaluate it with: digits evaluate {out}")
     return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line without ``--nproc N`` (or ``--nproc=N``): what each of torchrun's processes runs."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def _lost_contact(world: Any, timeout_s: float, exc: RuntimeError, out: Path) -> str:
+    from digits.train.distributed import resume_hint
+
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (
+        f"rank {world.rank} of {world.size} lost the other processes: one of them ended, or none answered within "
+        f"--dist-timeout {timeout_s:g} s ({first[:200]}). {resume_hint(out)}"
+    )
 
 
 def _interrupted(out: Path, created: bool) -> str:
@@ -617,7 +660,7 @@ def _models_parsers(sub: Subparsers) -> None:
 
 
 def _train_parser(sub: Subparsers) -> None:
-    from digits.train.config import PRESET_PURPOSES
+    from digits.train.config import DIST_TIMEOUT_S, PRESET_PURPOSES
 
     t = sub.add_parser("train", help="train a model (a preset, with any field overridden)")
     purposes = ", ".join(f"{name} ({purpose})" for name, purpose in PRESET_PURPOSES.items())
@@ -627,6 +670,22 @@ def _train_parser(sub: Subparsers) -> None:
         help="run directory (default: runs/<time>-<preset>-<model>-s<seed>; a run in runs/ becomes runs/latest)",
     )
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    t.add_argument(
+        "--config", metavar="FILE", help="a TOML or JSON file of training config fields over the preset's (flags win)"
+    )
+    t.add_argument(
+        "--nproc",
+        type=_positive(int),
+        metavar="N",
+        help="train data-parallel in N processes on this machine (starts torchrun; docs/training.md for more)",
+    )
+    t.add_argument(
+        "--dist-timeout",
+        type=_positive(float),
+        default=DIST_TIMEOUT_S,
+        metavar="S",
+        help="in a distributed run: seconds a process waits for the others before the job fails (default: %(default)g)",
+    )
     t.add_argument("--json", action="store_true", help="print a machine-readable summary at the end")
     t.add_argument("--report", action="store_true", help="write report.html (digits report) in the run at the end")
     t.add_argument("--from", dest="from_dir", help="a folder holding the four MNIST IDX files, if not cached yet")
@@ -921,7 +980,9 @@ _EXTRAS = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # what `digits train --nproc` hands its processes
     try:
         code = int(args.func(args))
         sys.stdout.flush()  # here, not at exit, where a closed pipe could no longer be told from a bug
