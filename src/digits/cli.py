@@ -184,9 +184,21 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_of(args: argparse.Namespace) -> Any:
+    """The training config a command line asks for: the preset, a --config file's fields, then the flags."""
+    from digits.train.config import config_from_file, get_preset, override
+
+    cfg = get_preset(args.preset)
+    if args.config:  # a file of fields over the preset's; the flags still override both
+        cfg = config_from_file(args.config, cfg)
+    overrides = _config_overrides(args)
+    # A preset's model options are for its own model: another --model starts from that model's defaults.
+    own = cfg.model_options if overrides.get("model", cfg.model) == cfg.model else {}
+    return override(cfg, **overrides, model_options={**own, **_model_options(args)})
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from digits.data import load_mnist
-    from digits.train.config import config_from_file, get_preset, override
     from digits.train.distributed import broadcast_object, launch, launched_by_torchrun, process_group, world_from_env
     from digits.train.fast.memory import keep_freed_memory
     from digits.train.loop import fit, resolve_device
@@ -206,13 +218,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg, preset = state.config, state.preset
     else:
         preset = args.preset
-        cfg = get_preset(preset)
-        if args.config:  # a file of fields over the preset's; the flags still override both
-            cfg = config_from_file(args.config, cfg)
-        overrides = _config_overrides(args)
-        # A preset's model options are for its own model: another --model starts from that model's defaults.
-        own = cfg.model_options if overrides.get("model", cfg.model) == cfg.model else {}
-        cfg = override(cfg, **overrides, model_options={**own, **_model_options(args)})
+        cfg = _config_of(args)
         out = Path(args.out) if args.out else default_run_dir(preset, cfg)
     if args.nproc is not None:  # start torchrun, whose processes run this command without --nproc
         if launched_by_torchrun():
@@ -259,6 +265,26 @@ def cmd_train(args: argparse.Namespace) -> int:
         if latest:
             print(f"{latest} now points to it")
         print(f"evaluate it with: digits evaluate {out}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from digits.data import load_mnist
+    from digits.train.config import override
+    from digits.train.report import RUNS_DIR
+    from digits.train.tune import Settings, load_space, tune
+
+    base = _config_of(args)
+    if base.val_split == 0 and args.val_split is None:  # the preset holds nothing out; a search must
+        base = override(base, val_split=0.1)
+    out = Path(args.out) if args.out else RUNS_DIR / f"tune-{datetime.now():%Y%m%d-%H%M%S}"
+    space = load_space(args.space, base)
+    load_mnist(args.data_dir, from_dir=args.from_dir)  # fetched and verified once, before the workers start
+    settings = Settings(base, space, out, args.trials, args.study, args.storage, args.pruner, args.data_dir, base.seed)
+    result = tune(settings, args.workers, log=lambda s: print(s, flush=True))
+    print(f"results in {out}: {', '.join(p.name for p in result.files)}")
     return 0
 
 
@@ -627,8 +653,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="digits", description="Handwritten digit recognition on MNIST and real images.")
     p.add_argument("--version", action="version", version=f"digits {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_data_parser, _models_parsers, _train_parser, _evaluation_parsers, _reading_parsers, _export_parser):
+    for add in (_data_parser, _models_parsers, _train_parser, _tune_parser, _evaluation_parsers, _reading_parsers):
         add(sub)
+    _export_parser(sub)
     _serve_parser(sub)
     return p
 
@@ -693,6 +720,43 @@ def _train_parser(sub: Subparsers) -> None:
     _add_model_options(t)
     _add_config_flags(t)
     t.set_defaults(func=cmd_train)
+
+
+def _tune_parser(sub: Subparsers) -> None:
+    from digits.train.config import PRESET_PURPOSES
+    from digits.train.tune import PRUNERS
+
+    tu = sub.add_parser(
+        "tune",
+        help="search hyperparameters with Optuna, choosing on validation data (docs/training.md)",
+        description="Trains a preset under values drawn from a search space, prunes trials that fall behind, and "
+        "saves the best trial's config as best.json, which digits train --config takes. The training flags fix "
+        "values the space does not search.",
+    )
+    purposes = ", ".join(f"{name} ({purpose})" for name, purpose in PRESET_PURPOSES.items())
+    tu.add_argument("--preset", default="fast", help=f"config the trials start from: {purposes}".replace("%", "%%"))
+    tu.add_argument("--config", metavar="FILE", help="a TOML or JSON file of training config fields over the preset's")
+    tu.add_argument("--trials", type=_positive(int), default=20, help="trials the study holds at the end (default: 20)")
+    tu.add_argument("--out", help="folder of the study's files and trials (default: runs/tune-<time>)")
+    tu.add_argument(
+        "--storage",
+        metavar="URL",
+        help="a database URL shared by several machines (postgresql://..., sqlite:///...), or a journal file "
+        "(default: study.journal in --out)",
+    )
+    tu.add_argument(
+        "--study", default="digits", metavar="NAME", help="the study's name in the storage (default: digits)"
+    )
+    tu.add_argument("--space", metavar="FILE", help="a TOML or JSON search space over the default one")
+    tu.add_argument(
+        "--workers", type=_positive(int), default=1, metavar="K", help="local worker processes (default: 1)"
+    )
+    tu.add_argument("--pruner", choices=PRUNERS, default="median", help="how trials that fall behind are stopped")
+    tu.add_argument("--from", dest="from_dir", help="a folder holding the four MNIST IDX files, if not cached yet")
+    _data_dir(tu)
+    _add_model_options(tu)
+    _add_config_flags(tu)
+    tu.set_defaults(func=cmd_tune)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -968,6 +1032,7 @@ _EXTRAS = {
     "torch": "train",
     "safetensors": "train",
     "matplotlib": "train",
+    "optuna": "tune",
     "onnx": "onnx",
     "onnxscript": "onnx",
     "onnxruntime": "runtime",
@@ -1009,7 +1074,7 @@ def main(argv: list[str] | None = None) -> int:
             f"'{extra}' extra: scripts/install.sh {extra} in a checkout, or pip install 'digits[{extra}]'"
             + (
                 " (install the CPU build of torch first, or pip fetches a CUDA build of several GB)"
-                if extra in ("train", "onnx")
+                if extra in ("train", "onnx", "tune")
                 else ""
             ),
             file=sys.stderr,
