@@ -21,7 +21,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from digits.errors import DigitsError, RunError, UsageError
+from digits.errors import DigitsError, UsageError
 from digits.spec import CHECKPOINT_NAME, MAX_PIXELS, NUM_CLASSES, ONNX_INT8_NAME, ONNX_NAME, WEIGHTS_NAME
 
 EXIT_FAILURE = 1
@@ -229,7 +229,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     data = load_mnist(args.data_dir, from_dir=args.from_dir, log=log)
     keep_freed_memory()  # this process is the training: let glibc keep freed tensor memory for the next step
-    with process_group(world, resolve_device(cfg.device, world), args.dist_timeout):
+    with process_group(world, resolve_device(cfg.device, world), args.dist_timeout) as world:
         out = Path(broadcast_object(str(out), world))  # rank 0's: default names hold the time each rank started
         created = not out.exists()
         try:
@@ -244,10 +244,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             if world.is_main and created and out.is_dir() and not saved:
                 shutil.rmtree(out, ignore_errors=True)
             raise
-        except RuntimeError as exc:  # a collective that failed: another rank died, or hung past the timeout
-            if not world.distributed:
-                raise
-            raise RunError(_lost_contact(world, args.dist_timeout, exc, out)) from exc
     if not world.is_main:
         return 0
     if args.report:
@@ -299,16 +295,6 @@ def _without_nproc(argv: list[str]) -> list[str]:
         elif not arg.startswith("--nproc="):
             out.append(arg)
     return out
-
-
-def _lost_contact(world: Any, timeout_s: float, exc: RuntimeError, out: Path) -> str:
-    from digits.train.distributed import resume_hint
-
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return (
-        f"rank {world.rank} of {world.size} lost the other processes: one of them ended, or none answered within "
-        f"--dist-timeout {timeout_s:g} s ({first[:200]}). {resume_hint(out)}"
-    )
 
 
 def _interrupted(out: Path, created: bool) -> str:
@@ -653,9 +639,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="digits", description="Handwritten digit recognition on MNIST and real images.")
     p.add_argument("--version", action="version", version=f"digits {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_data_parser, _models_parsers, _train_parser, _tune_parser, _evaluation_parsers, _reading_parsers):
+    for add in (_data_parser, _models_parsers, _train_parser, _evaluation_parsers, _reading_parsers, _export_parser):
         add(sub)
-    _export_parser(sub)
+    _tune_parser(sub)
     _serve_parser(sub)
     return p
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -34,18 +34,19 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from digits.errors import ConfigError
+from digits.errors import ConfigError, RunError
 from digits.spec import CHECKPOINT_NAME
 from digits.train.config import DIST_TIMEOUT_S
 
 
 @dataclass(frozen=True)
 class World:
-    """This process's place in a job: its ``rank`` of ``size`` processes, and its ``local_rank`` on its machine."""
+    """This process's place in a job: its ``rank`` of ``size`` processes, its ``local_rank`` on its machine."""
 
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    timeout_s: float = DIST_TIMEOUT_S  # how long its collectives wait for the other ranks
 
     @property
     def is_main(self) -> bool:
@@ -106,9 +107,23 @@ def process_group(world: World, device: torch.device, timeout_s: float = DIST_TI
         backend_for(device), rank=world.rank, world_size=world.size, timeout=timedelta(seconds=timeout_s)
     )
     try:
-        yield world
+        yield replace(world, timeout_s=timeout_s)
     finally:
         dist.destroy_process_group()
+
+
+@contextmanager
+def _collective(world: World) -> Iterator[None]:
+    """A collective that fails (a rank died and its connections closed, or none answered within the timeout:
+    gloo raises a bare RuntimeError for both) as a RunError that says so."""
+    try:
+        yield
+    except RuntimeError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise RunError(
+            f"rank {world.rank} of {world.size} lost the other processes: one of them ended, or none answered within "
+            f"--dist-timeout {world.timeout_s:g} s ({first})"
+        ) from exc
 
 
 def shard_of(n: int, world: World) -> slice:
@@ -127,7 +142,8 @@ def broadcast_object(obj: Any, world: World) -> Any:
     if not world.distributed:
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=0, device=_comm_device())
+    with _collective(world):
+        dist.broadcast_object_list(box, src=0, device=_comm_device())
     return box[0]
 
 
@@ -141,7 +157,8 @@ def average_gradients(params: list[nn.Parameter], local_n: int, global_n: int, w
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     flat = torch.cat([g.reshape(-1).float() for g in grads]).mul_(local_n)  # one message, not one per tensor
     flat = flat.to(_comm_device())
-    dist.all_reduce(flat)
+    with _collective(world):
+        dist.all_reduce(flat)
     flat.div_(global_n)
     offset = 0
     for p, g in zip(params, grads):
@@ -156,7 +173,8 @@ def sum_across(values: Tensor, world: World) -> Tensor:
     if not world.distributed:
         return values.clone()
     total = values.detach().clone().to(_comm_device())
-    dist.all_reduce(total)
+    with _collective(world):
+        dist.all_reduce(total)
     return total.to(values.device)
 
 
@@ -167,7 +185,8 @@ def broadcast_parameters(model: nn.Module, world: World) -> None:
         return
     for t in [*model.parameters(), *model.buffers()]:
         moved = t.detach().to(_comm_device())
-        dist.broadcast(moved, src=0)
+        with _collective(world):
+            dist.broadcast(moved, src=0)
         t.copy_(moved)
 
 
@@ -187,7 +206,8 @@ def average_buffers(model: nn.Module, world: World) -> None:
             b.copy_(sum_across(b, world) / world.size)
         else:
             moved = b.to(_comm_device())
-            dist.broadcast(moved, src=0)
+            with _collective(world):
+                dist.broadcast(moved, src=0)
             b.copy_(moved)
 
 
@@ -204,7 +224,8 @@ def sharded(compute: Callable[[slice], Tensor], n: int, world: World) -> Tensor:
     padded = torch.zeros((max(sizes), *mine.shape[1:]), dtype=mine.dtype)  # all_gather needs equal shapes
     padded[: len(mine)] = mine
     parts = [torch.empty_like(padded, device=_comm_device()) for _ in sizes]
-    dist.all_gather(parts, padded.to(_comm_device()))
+    with _collective(world):
+        dist.all_gather(parts, padded.to(_comm_device()))
     return torch.cat([part[:size].cpu() for part, size in zip(parts, sizes)])  # the padding dropped
 
 
@@ -226,8 +247,6 @@ def launch(nproc: int, argv: list[str], out: Path) -> None:
     """
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
-
-    from digits.errors import RunError
 
     if nproc < 1:
         raise ConfigError(f"--nproc must be at least 1, got {nproc}")

@@ -310,6 +310,8 @@ def run_worker(settings: Settings, worker: int = 0, threads: int = 0, log: Log =
             f"{trial.user_attrs.get('seconds', 0):5.1f}s  {_short(trial.params)}  {best}"
         )
 
+    if len(study.get_trials(deepcopy=False)) >= settings.trials:
+        return  # the study is as large as asked already (MaxTrialsCallback only stops it after one more trial)
     study.optimize(
         objective,
         n_trials=settings.trials,
