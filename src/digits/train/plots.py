@@ -209,11 +209,13 @@ def study_history_figure(trials: list[tuple[int, float | None, str]]) -> Figure:
             best = max(best, v)
             line.append((n, best))
         ax.step(*zip(*line), where="post", color="tab:orange", label="best so far")
-    for state, marker in (("pruned", "x"), ("fail", "v")):
-        numbers = [n for n, _, s in trials if s == state]
-        if numbers:  # no accuracy to show: marked along the bottom
-            low = min((v for _, v in done), default=0.0)
-            ax.scatter(numbers, [low] * len(numbers), marker=marker, color="grey", label=state)
+    pruned = [(n, v) for n, v, state in trials if state == "pruned" and v is not None]
+    if pruned:  # at the accuracy they had when they were stopped
+        ax.scatter(*zip(*pruned), marker="x", color="grey", label="pruned")
+    failed = [n for n, _, state in trials if state == "fail"]
+    if failed:  # no accuracy to show: marked along the bottom
+        low = min((v for _, v in done + pruned), default=0.0)
+        ax.scatter(failed, [low] * len(failed), marker="v", color="grey", label="failed")
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials are numbered

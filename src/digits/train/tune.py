@@ -286,7 +286,8 @@ def run_worker(settings: Settings, worker: int = 0, threads: int = 0, log: Log =
 
         def report(row: dict[str, Any]) -> None:
             trial.report(row["val_accuracy"], row["epoch"])
-            if trial.should_prune():
+            # After the last epoch there is nothing left to save: the trial is complete, whatever its rank.
+            if row["epoch"] < row["epochs"] and trial.should_prune():
                 raise optuna.TrialPruned(f"validation accuracy {row['val_accuracy']:.4f} after epoch {row['epoch']}")
 
         t0 = time.perf_counter()
