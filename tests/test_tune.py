@@ -25,6 +25,11 @@ def test_the_default_space_searches_what_it_promises_and_its_corners_are_valid()
     assert space["lr"].log and space["batch_size"].choices and space["widths"].choices
 
 
+def test_what_the_command_line_sets_is_not_searched():
+    space = load_space(None, override(BASE, lr=0.02), fixed=frozenset({"lr", "dropout"}))
+    assert "lr" not in space and "dropout" not in space and "widths" in space
+
+
 def test_values_land_in_the_config_where_they_belong():
     cfg = apply_params(BASE, {"lr": 0.05, "widths": [16, 32, 64], "dropout": 0.1, "augment": 0.5})
     assert cfg.lr == 0.05

@@ -276,7 +276,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if base.val_split == 0 and args.val_split is None:  # the preset holds nothing out; a search must
         base = override(base, val_split=0.1)
     out = Path(args.out) if args.out else RUNS_DIR / f"tune-{datetime.now():%Y%m%d-%H%M%S}"
-    space = load_space(args.space, base)
+    space = load_space(args.space, base, fixed=frozenset([*_config_overrides(args), *_model_options(args)]))
     load_mnist(args.data_dir, from_dir=args.from_dir)  # fetched and verified once, before the workers start
     settings = Settings(base, space, out, args.trials, args.study, args.storage, args.pruner, args.data_dir, base.seed)
     result = tune(settings, args.workers, log=lambda s: print(s, flush=True))
@@ -716,8 +716,8 @@ def _tune_parser(sub: Subparsers) -> None:
         "tune",
         help="search hyperparameters with Optuna, choosing on validation data (docs/training.md)",
         description="Trains a preset under values drawn from a search space, prunes trials that fall behind, and "
-        "saves the best trial's config as best.json, which digits train --config takes. The training flags fix "
-        "values the space does not search.",
+        "saves the best trial's config as best.json, which digits train --config takes. A training flag fixes its "
+        "value: the space no longer searches it.",
     )
     purposes = ", ".join(f"{name} ({purpose})" for name, purpose in PRESET_PURPOSES.items())
     tu.add_argument("--preset", default="fast", help=f"config the trials start from: {purposes}".replace("%", "%%"))

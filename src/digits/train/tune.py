@@ -119,15 +119,17 @@ def _param(name: str, spec: Any, where: str) -> Param:
     return Param(name, float(low), float(high), log, integer=isinstance(low, int) and isinstance(high, int))
 
 
-def load_space(path: str | Path | None, base: TrainConfig) -> Space:
-    """The default search space with a TOML or JSON file's entries over it, checked against ``base``: every
-    name must be a TrainConfig field, "augment" or an option of ``base.model``, and the space's corners must
-    make valid configs."""
+def load_space(path: str | Path | None, base: TrainConfig, fixed: frozenset[str] = frozenset()) -> Space:
+    """The default search space with a TOML or JSON file's entries over it, less the names in ``fixed`` (set
+    on the command line: ``base`` holds their values), checked against ``base``: every name must be a
+    TrainConfig field, "augment" or an option of ``base.model``, and the space's corners must make valid
+    configs."""
     entries = dict(DEFAULT_SPACE)
     where = "the default search space"
     if path is not None:
         where = f"search space {path}"
         entries.update(read_table(path, "search space"))
+    entries = {name: spec for name, spec in entries.items() if name not in fixed}
     space = {name: _param(name, spec, where) for name, spec in entries.items()}
     from digits.models import create_model  # the corners are built once, so a bad value fails here, not per trial
 
