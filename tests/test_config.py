@@ -1,7 +1,9 @@
 import dataclasses
+import json
 
 import pytest
 
+from digits.errors import ConfigError
 from digits.train.config import PRESET_PURPOSES, PRESETS, AugmentConfig, TrainConfig, get_preset, override
 
 
@@ -120,3 +122,42 @@ def test_every_train_flag_says_what_it_does_its_default_and_choices():
         if f.name in CHOICES:
             assert tuple(action.choices) == CHOICES[f.name]
     assert "seed 0.001" in flags["lr"].help and "reader 0.005" in flags["lr"].help
+
+
+# --- config files (digits train --config; digits tune writes best.json) -------------------------------------
+def test_a_config_file_sets_fields_over_the_preset_and_reads_back_a_whole_config(tmp_path):
+    from digits.train.config import config_from_file
+
+    path = tmp_path / "cfg.toml"
+    path.write_text('lr = 0.01\naugment = "rotate=10"\nbetas = [0.8, 0.99]\n')
+    cfg = config_from_file(path, get_preset("fast"))
+    assert (cfg.lr, cfg.augment.rotate, cfg.betas) == (0.01, 10.0, (0.8, 0.99))
+    assert cfg.model_options == get_preset("fast").model_options  # the rest: the preset's
+    whole = tmp_path / "best.json"
+    whole.write_text(json.dumps(cfg.to_dict()))
+    assert config_from_file(whole, get_preset("seed")) == cfg
+    other = tmp_path / "other.json"
+    other.write_text('{"model": "lenet5"}')  # another model starts from its own options, not the preset's
+    assert config_from_file(other, get_preset("fast")).model_options == {}
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("a.toml", "lr = 'fast'\n", "training config file"),
+        ("a.toml", "speed = 3\n", "unknown training config fields: speed"),
+        ("a.json", "[1, 2]", "must hold a table"),
+        ("a.json", "{lr: 1}", "not valid JSON"),
+        ("a.toml", "augment = { spin = 3 }\n", "training config file"),
+        ("a.yaml", "lr: 1\n", "must be a .toml or .json file"),
+        ("missing.toml", None, "cannot read"),
+    ],
+)
+def test_a_bad_config_file_is_a_clear_error(tmp_path, name, text, message):
+    from digits.train.config import config_from_file
+
+    path = tmp_path / name
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        config_from_file(path, get_preset("seed"))

@@ -184,11 +184,24 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_of(args: argparse.Namespace) -> Any:
+    """The training config a command line asks for: the preset, a --config file's fields, then the flags."""
+    from digits.train.config import config_from_file, get_preset, override
+
+    cfg = get_preset(args.preset)
+    if args.config:  # a file of fields over the preset's; the flags still override both
+        cfg = config_from_file(args.config, cfg)
+    overrides = _config_overrides(args)
+    # A preset's model options are for its own model: another --model starts from that model's defaults.
+    own = cfg.model_options if overrides.get("model", cfg.model) == cfg.model else {}
+    return override(cfg, **overrides, model_options={**own, **_model_options(args)})
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from digits.data import load_mnist
-    from digits.train.config import get_preset, override
+    from digits.train.distributed import broadcast_object, launch, launched_by_torchrun, process_group, world_from_env
     from digits.train.fast.memory import keep_freed_memory
-    from digits.train.loop import fit
+    from digits.train.loop import fit, resolve_device
     from digits.train.report import default_run_dir, link_latest
 
     if args.resume:
@@ -199,31 +212,40 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError(f"--resume continues the run in its own folder, {out}; drop --out {args.out}")
         if not (out / CHECKPOINT_NAME).is_file():
             raise UsageError(f"nothing to resume in {out}: no {CHECKPOINT_NAME} there (finished runs have none)")
-        if _config_overrides(args) or _model_options(args):
+        if _config_overrides(args) or _model_options(args) or args.config:
             raise UsageError("--resume continues a run with its own config; drop the other training flags")
         state = TrainState.load(out / CHECKPOINT_NAME)
         cfg, preset = state.config, state.preset
     else:
         preset = args.preset
-        cfg = get_preset(preset)
-        overrides = _config_overrides(args)
-        # A preset's model options are for its own model: another --model starts from that model's defaults.
-        own = cfg.model_options if overrides.get("model", cfg.model) == cfg.model else {}
-        cfg = override(cfg, **overrides, model_options={**own, **_model_options(args)})
+        cfg = _config_of(args)
         out = Path(args.out) if args.out else default_run_dir(preset, cfg)
+    if args.nproc is not None:  # start torchrun, whose processes run this command without --nproc
+        if launched_by_torchrun():
+            raise UsageError("--nproc starts torchrun itself; under torchrun, leave it out")
+        launch(args.nproc, _without_nproc(args.argv) + ([] if args.out or args.resume else ["--out", str(out)]), out)
+        return 0
+    world = world_from_env()  # torchrun's RANK and WORLD_SIZE; a world of one otherwise
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     data = load_mnist(args.data_dir, from_dir=args.from_dir, log=log)
     keep_freed_memory()  # this process is the training: let glibc keep freed tensor memory for the next step
-    created = not out.exists()
-    try:
-        run = fit(cfg, out, data=data, resume=bool(args.resume), progress=not args.json, log=log, preset=preset)
-    except KeyboardInterrupt:
-        print(f"\n{_interrupted(out, created)}", file=sys.stderr)
-        return 130
-    except DigitsError:  # a run that failed (diverged, disk full) and saved nothing leaves no folder behind
-        if created and out.is_dir() and not any((out / name).exists() for name in (CHECKPOINT_NAME, WEIGHTS_NAME)):
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    with process_group(world, resolve_device(cfg.device, world), args.dist_timeout) as world:
+        out = Path(broadcast_object(str(out), world))  # rank 0's: default names hold the time each rank started
+        created = not out.exists()
+        try:
+            resume = bool(args.resume)
+            run = fit(cfg, out, data=data, resume=resume, progress=not args.json, log=log, preset=preset, world=world)
+        except KeyboardInterrupt:
+            if world.is_main:
+                print(f"\n{_interrupted(out, created)}", file=sys.stderr)
+            return 130
+        except DigitsError:  # a run that failed (diverged, disk full) and saved nothing leaves no folder behind
+            saved = any((out / name).exists() for name in (CHECKPOINT_NAME, WEIGHTS_NAME))
+            if world.is_main and created and out.is_dir() and not saved:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+    if not world.is_main:
+        return 0
     if args.report:
         from digits.train.html_report import report
 
@@ -240,6 +262,39 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"{latest} now points to it")
         print(f"evaluate it with: digits evaluate {out}")
     return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from digits.data import load_mnist
+    from digits.train.config import override
+    from digits.train.report import RUNS_DIR
+    from digits.train.tune import Settings, load_space, tune
+
+    base = _config_of(args)
+    if base.val_split == 0 and args.val_split is None:  # the preset holds nothing out; a search must
+        base = override(base, val_split=0.1)
+    out = Path(args.out) if args.out else RUNS_DIR / f"tune-{datetime.now():%Y%m%d-%H%M%S}"
+    space = load_space(args.space, base, fixed=frozenset([*_config_overrides(args), *_model_options(args)]))
+    load_mnist(args.data_dir, from_dir=args.from_dir)  # fetched and verified once, before the workers start
+    settings = Settings(base, space, out, args.trials, args.study, args.storage, args.pruner, args.data_dir, base.seed)
+    result = tune(settings, args.workers, log=lambda s: print(s, flush=True))
+    print(f"results in {out}: {', '.join(p.name for p in result.files)}")
+    return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line without ``--nproc N`` (or ``--nproc=N``): what each of torchrun's processes runs."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 def _interrupted(out: Path, created: bool) -> str:
@@ -599,6 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_data_parser, _models_parsers, _train_parser, _evaluation_parsers, _reading_parsers, _export_parser):
         add(sub)
+    _tune_parser(sub)
     _serve_parser(sub)
     return p
 
@@ -630,7 +686,7 @@ def _models_parsers(sub: Subparsers) -> None:
 
 
 def _train_parser(sub: Subparsers) -> None:
-    from digits.train.config import PRESET_PURPOSES
+    from digits.train.config import DIST_TIMEOUT_S, PRESET_PURPOSES
 
     t = sub.add_parser("train", help="train a model (a preset, with any field overridden)")
     purposes = ", ".join(f"{name} ({purpose})" for name, purpose in PRESET_PURPOSES.items())
@@ -640,6 +696,22 @@ def _train_parser(sub: Subparsers) -> None:
         help="run directory (default: runs/<time>-<preset>-<model>-s<seed>; a run in runs/ becomes runs/latest)",
     )
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    t.add_argument(
+        "--config", metavar="FILE", help="a TOML or JSON file of training config fields over the preset's (flags win)"
+    )
+    t.add_argument(
+        "--nproc",
+        type=_positive(int),
+        metavar="N",
+        help="train data-parallel in N processes on this machine (starts torchrun; docs/training.md for more)",
+    )
+    t.add_argument(
+        "--dist-timeout",
+        type=_positive(float),
+        default=DIST_TIMEOUT_S,
+        metavar="S",
+        help="in a distributed run: seconds a process waits for the others before the job fails (default: %(default)g)",
+    )
     t.add_argument("--json", action="store_true", help="print a machine-readable summary at the end")
     t.add_argument("--report", action="store_true", help="write report.html (digits report) in the run at the end")
     t.add_argument("--from", dest="from_dir", help="a folder holding the four MNIST IDX files, if not cached yet")
@@ -647,6 +719,43 @@ def _train_parser(sub: Subparsers) -> None:
     _add_model_options(t)
     _add_config_flags(t)
     t.set_defaults(func=cmd_train)
+
+
+def _tune_parser(sub: Subparsers) -> None:
+    from digits.train.config import PRESET_PURPOSES
+    from digits.train.tune import PRUNERS
+
+    tu = sub.add_parser(
+        "tune",
+        help="search hyperparameters with Optuna, choosing on validation data (docs/training.md)",
+        description="Trains a preset under values drawn from a search space, prunes trials that fall behind, and "
+        "saves the best trial's config as best.json, which digits train --config takes. A training flag fixes its "
+        "value: the space no longer searches it.",
+    )
+    purposes = ", ".join(f"{name} ({purpose})" for name, purpose in PRESET_PURPOSES.items())
+    tu.add_argument("--preset", default="fast", help=f"config the trials start from: {purposes}".replace("%", "%%"))
+    tu.add_argument("--config", metavar="FILE", help="a TOML or JSON file of training config fields over the preset's")
+    tu.add_argument("--trials", type=_positive(int), default=20, help="trials the study holds at the end (default: 20)")
+    tu.add_argument("--out", help="folder of the study's files and trials (default: runs/tune-<time>)")
+    tu.add_argument(
+        "--storage",
+        metavar="URL",
+        help="a database URL shared by several machines (postgresql://..., sqlite:///...), or a journal file "
+        "(default: study.journal in --out)",
+    )
+    tu.add_argument(
+        "--study", default="digits", metavar="NAME", help="the study's name in the storage (default: digits)"
+    )
+    tu.add_argument("--space", metavar="FILE", help="a TOML or JSON search space over the default one")
+    tu.add_argument(
+        "--workers", type=_positive(int), default=1, metavar="K", help="local worker processes (default: 1)"
+    )
+    tu.add_argument("--pruner", choices=PRUNERS, default="median", help="how trials that fall behind are stopped")
+    tu.add_argument("--from", dest="from_dir", help="a folder holding the four MNIST IDX files, if not cached yet")
+    _data_dir(tu)
+    _add_model_options(tu)
+    _add_config_flags(tu)
+    tu.set_defaults(func=cmd_tune)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -933,6 +1042,7 @@ _EXTRAS = {
     "torch": "train",
     "safetensors": "train",
     "matplotlib": "train",
+    "optuna": "tune",
     "onnx": "onnx",
     "onnxscript": "onnx",
     "onnxruntime": "runtime",
@@ -945,7 +1055,9 @@ _EXTRAS = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # what `digits train --nproc` hands its processes
     try:
         code = int(args.func(args))
         sys.stdout.flush()  # here, not at exit, where a closed pipe could no longer be told from a bug
@@ -972,7 +1084,7 @@ def main(argv: list[str] | None = None) -> int:
             f"'{extra}' extra: scripts/install.sh {extra} in a checkout, or pip install 'digits[{extra}]'"
             + (
                 " (install the CPU build of torch first, or pip fetches a CUDA build of several GB)"
-                if extra in ("train", "onnx")
+                if extra in ("train", "onnx", "tune")
                 else ""
             ),
             file=sys.stderr,

@@ -7,10 +7,13 @@ the resolved config is written as JSON next to every model and read back by ``--
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import numbers
+import sys
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from digits.errors import ConfigError
@@ -168,6 +171,9 @@ def format_augment(cfg: AugmentConfig) -> str:
 
 
 # --- training ----------------------------------------------------------------------------------------------
+# How long a process of a distributed run waits in a collective for the others before the job fails (gloo's
+# own default is 30 minutes): `digits train --dist-timeout`. It bounds how long a hung process holds the rest.
+DIST_TIMEOUT_S = 120.0
 OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw", "adagrad")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 PRECISIONS = ("fp32", "bf16")
@@ -446,3 +452,48 @@ def override(cfg: TrainConfig, **changes: Any) -> TrainConfig:
     if unknown:
         raise ConfigError(f"unknown training config fields: {', '.join(sorted(unknown))}")
     return dataclasses.replace(cfg, **changes)
+
+
+# --- config files ------------------------------------------------------------------------------------------
+def read_table(path: str | Path, what: str) -> dict[str, Any]:
+    """The table a TOML (``.toml``) or JSON (``.json``) file holds, or a ConfigError saying what is wrong with it."""
+    path = Path(path)
+    if path.suffix not in (".toml", ".json"):
+        raise ConfigError(f"{what} {path} must be a .toml or .json file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the {what} {path}: {exc}") from None
+    try:
+        if path.suffix == ".json":
+            table = json.loads(text)
+        else:
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # pragma: no cover - Python 3.10
+                import tomli as tomllib
+            table = tomllib.loads(text)
+    except ValueError as exc:  # json.JSONDecodeError and tomllib.TOMLDecodeError both are
+        raise ConfigError(f"the {what} {path} is not valid {path.suffix[1:].upper()}: {exc}") from None
+    if not isinstance(table, dict):
+        raise ConfigError(f"the {what} {path} must hold a table of names and values, not a {type(table).__name__}")
+    return table
+
+
+def config_from_file(path: str | Path, base: TrainConfig) -> TrainConfig:
+    """``base`` with the fields a TOML or JSON file of TrainConfig fields gives (``digits train --config``).
+
+    ``augment`` may be a table of AugmentConfig fields or a spec string (``"rotate=10,shift=0.1"``); a file
+    that names another model than ``base``'s and no ``model_options`` starts from that model's defaults.
+    """
+    fields = read_table(path, "training config file")
+    if "augment" in fields and isinstance(fields["augment"], str):
+        fields["augment"] = parse_augment(fields["augment"])
+    if fields.get("model", base.model) != base.model and "model_options" not in fields:
+        fields["model_options"] = {}
+    try:
+        return TrainConfig.from_dict({**base.to_dict(), **fields})
+    except TypeError as exc:  # a field of the wrong kind, e.g. augment = 3
+        raise ConfigError(f"training config file {path}: {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"training config file {path}: {exc}") from None

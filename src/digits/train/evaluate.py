@@ -17,6 +17,7 @@ from digits.models.inference import predict_logits
 from digits.models.layers import ShiftAverage
 from digits.models.weights import load_weights
 from digits.spec import EVAL_BATCH_SIZE, NUM_CLASSES
+from digits.train.distributed import SINGLE, World, sharded
 
 
 def to_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,15 +105,24 @@ def evaluate(
     batch_size: int = EVAL_BATCH_SIZE,
     precision: str = "fp32",
     device: torch.device | str | None = None,
+    world: World = SINGLE,
 ) -> EvalResult:
-    """Accuracy and mean cross-entropy of ``model`` (or an ensemble of models, optionally with TTA)."""
+    """Accuracy and mean cross-entropy of ``model`` (or an ensemble of models, optionally with TTA).
+
+    In a data-parallel job (``world``), each rank predicts its exact share of the images and every rank gets
+    the whole set's result: nothing is padded or counted twice.
+    """
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
     if len(images) == 0:
         raise ValueError("nothing to evaluate: no images")
-    probabilities = predict_probabilities(
-        model, images, tta=tta, batch_size=batch_size, precision=precision, device=device
-    )
+
+    def probabilities_of(part: slice) -> torch.Tensor:  # (n, 10)
+        return predict_probabilities(
+            model, images[part], tta=tta, batch_size=batch_size, precision=precision, device=device
+        )
+
+    probabilities = sharded(probabilities_of, len(images), world)
     labels = labels.long().cpu()
     loss = F.nll_loss(probabilities.clamp_min(1e-12).log(), labels).item()
     predictions = probabilities.argmax(dim=1)

@@ -6,6 +6,10 @@ only) -> fit the temperature (validation) -> one test evaluation -> write the ru
 randomness (shuffle, dropout, augmentation) is seeded from (seed, epoch), so a run resumed from its last
 checkpoint continues exactly as an uninterrupted run would.
 
+The same loop runs on every rank of a data-parallel job (``world``, :mod:`digits.train.distributed`): each rank
+trains on its share of every global batch, the gradients are averaged across ranks before each step, and
+rank 0 alone logs, checkpoints and writes the run.
+
 ``fit`` changes nothing about the process beyond the run: torch's thread count (``cfg.threads``) is put
 back when it returns, and allocator tuning (:mod:`digits.train.fast.memory`) is the caller's choice.
 """
@@ -17,7 +21,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from digits.data import MNIST, load_mnist
-from digits.errors import ConfigError, RunError
+from digits.errors import ConfigError, DigitsError, RunError
 from digits.files import remove_partial_files
 from digits.models import count_parameters, create_model
 from digits.models.inference import as_model_input, predict_logits
@@ -35,6 +39,18 @@ from digits.spec import CHECKPOINT_NAME, META_NAME, WEIGHTS_NAME
 from digits.train.augment import augment
 from digits.train.checkpoint import Best, TrainState
 from digits.train.config import TrainConfig
+from digits.train.distributed import (
+    SINGLE,
+    World,
+    average_buffers,
+    average_gradients,
+    backend_for,
+    broadcast_object,
+    broadcast_parameters,
+    shard_of,
+    sharded,
+    sum_across,
+)
 from digits.train.ema import ema_copy, update_ema
 from digits.train.evaluate import EvalResult, evaluate, to_tensors
 from digits.train.fast.fused import Grads, SeedGradients, seed_layers, stem_forward
@@ -49,6 +65,8 @@ Data = tuple[Tensor, Tensor]  # (images, labels)
 OUTLIER = -1
 # Weight of the outlier term in the loss: Hendrycks et al. 2019 use 0.5 for classifiers.
 OUTLIER_WEIGHT = 0.5
+# What an epoch's history row is handed to, after its checkpoint (e.g. a hyperparameter search's pruner).
+EpochCallback = Callable[[dict[str, Any]], None]
 
 
 def fit(
@@ -61,12 +79,24 @@ def fit(
     progress: bool = True,
     log: Log = print,
     preset: str | None = None,
+    world: World = SINGLE,
+    on_epoch: EpochCallback | None = None,
+    test: bool = True,
 ) -> Run:
-    """Train ``cfg`` and write the run to ``out_dir``; with ``resume``, continue from its last checkpoint."""
+    """Train ``cfg`` and write the run to ``out_dir``; with ``resume``, continue from its last checkpoint.
+
+    ``world``: this process's rank in a data-parallel job whose process group is already made (every rank calls
+    ``fit`` with the same arguments). ``on_epoch`` is called with each epoch's history row once it is saved (on
+    every rank, with the same row); what it raises ends the run there. ``test=False`` leaves the test set
+    untouched (the run then has no test metrics): for choosing among runs, which is done on validation data.
+    """
     out_dir = Path(out_dir)
-    with _claimed(out_dir, resume), _torch_threads(cfg.threads):
-        state = _open_run_dir(out_dir, cfg, resume, preset, log)
-        device = resolve_device(cfg.device)
+    if not world.is_main:  # rank 0 alone speaks; another rank's errors still end the job
+        log, progress = _quiet, False
+    with ExitStack() as held:
+        held.enter_context(_torch_threads(cfg.threads))
+        state = _open_run(held, out_dir, cfg, resume, preset, log, world)
+        device = resolve_device(cfg.device, world)
         data = data if data is not None else load_mnist(data_dir, log=log)
         train_x, train_y, val_x, val_y = split_train_val(data, cfg)
         if len(train_x) == 0:
@@ -78,15 +108,44 @@ def fit(
         # The whole training set lives on the device as one float tensor: (N, 1, 28, 28), no loader, no workers.
         train = as_model_input(train_x, channels_last=cfg.channels_last).to(device), train_y.to(device)
         model, optimizer, ema = _build(state, device)
+        broadcast_parameters(model, world)  # equal already (same seed or checkpoint); made sure, as DDP does
         if state.epoch:
             log(f"resuming {out_dir} after epoch {state.epoch}/{cfg.epochs}")
         log(
             f"training {cfg.model} ({count_parameters(model):,} parameters) on {len(train_x):,} images, "
             f"validating on {len(val_x):,}, {cfg.epochs} epochs, batch {cfg.batch_size}, {device}"
         )
+        if world.distributed:
+            log(_describe_world(cfg, world, device, len(val_x)))
         eval_model = ema if ema is not None else model  # what validation (and the final choice) looks at
-        stopped = _train_epochs(state, model, optimizer, ema, eval_model, train, (val_x, val_y), out_dir, progress, log)
-        return _finish(state, eval_model, (val_x, val_y), data, device, out_dir, stopped, log)
+        stopped = _train_epochs(
+            state, model, optimizer, ema, eval_model, train, (val_x, val_y), out_dir, progress, log, world, on_epoch
+        )
+        return _finish(state, eval_model, (val_x, val_y), data, device, out_dir, stopped, log, world, test)
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _describe_world(cfg: TrainConfig, world: World, device: torch.device, n_val: int) -> str:
+    """The run log's account of how a data-parallel job trains (or a ConfigError for a batch it cannot split)."""
+    if cfg.batch_size < world.size:
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} is the global batch, split between {world.size} processes: it must be at "
+            f"least {world.size}; raise --batch-size or use fewer processes"
+        )
+    if 0 < n_val < world.size:
+        raise ConfigError(f"{n_val} validation images cannot be split between {world.size} processes")
+    share = f"{cfg.batch_size // world.size}" + ("" if cfg.batch_size % world.size == 0 else " or one more")
+    fused = "the fused CPU passes on each process" if cfg.fused and device.type == "cpu" else "autograd"
+    return (
+        f"data-parallel over {world.size} processes ({backend_for(device)}): global batch {cfg.batch_size}, "
+        f"{share} images per process, lr {cfg.lr:g} as configured (not scaled by the number of processes), "
+        f"{torch.get_num_threads()} torch threads per process; gradients from {fused}, averaged across processes by "
+        "one all_reduce per step; batchnorm normalises each process's share by its own statistics, the running "
+        "averages are averaged across processes at each epoch's end; rank 0 logs, checkpoints and writes the run"
+    )
 
 
 # Files a run writes into its folder; a folder that holds any of them, not written by a run, is someone's.
@@ -158,6 +217,29 @@ def _lock(fd: int) -> bool:
     return True
 
 
+def _open_run(
+    held: ExitStack, out_dir: Path, cfg: TrainConfig, resume: bool, preset: str | None, log: Log, world: World
+) -> TrainState:
+    """Rank 0 claims and opens the run directory (held until ``held`` closes); the other ranks learn whether it
+    could, and read the same state without writing anything."""
+    problem: DigitsError | None = None
+    state: TrainState | None = None
+    if world.is_main:
+        try:
+            held.enter_context(_claimed(out_dir, resume))
+            state = _open_run_dir(out_dir, cfg, resume, preset, log)
+        except DigitsError as exc:
+            problem = exc
+    message = broadcast_object(None if problem is None else str(problem), world)
+    if problem is not None:
+        raise problem
+    if message is not None:
+        raise RunError(f"rank 0 could not open the run: {message}")
+    if state is None:  # another rank: the state rank 0 opened
+        state = TrainState.load(out_dir / CHECKPOINT_NAME) if resume else TrainState(cfg, preset)
+    return state
+
+
 def _open_run_dir(out_dir: Path, cfg: TrainConfig, resume: bool, preset: str | None, log: Log) -> TrainState:
     """The state to start from: a new one, or the checkpoint of the run being resumed (same config only)."""
     ckpt_path = out_dir / CHECKPOINT_NAME
@@ -193,12 +275,13 @@ def _torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, world: World = SINGLE) -> torch.device:
+    """The device ``name`` means here; in a job, CUDA means this rank's own GPU (its LOCAL_RANK)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu")
-    return torch.device(name)
+    return torch.device("cuda", world.local_rank) if name == "cuda" and world.distributed else torch.device(name)
 
 
 def split_train_val(data: MNIST, cfg: TrainConfig) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -272,6 +355,8 @@ def _train_epochs(
     out_dir: Path,
     progress: bool,
     log: Log,
+    world: World = SINGLE,
+    on_epoch: EpochCallback | None = None,
 ) -> str:
     """Train from ``state.epoch`` to the last epoch, checkpointing each; returns why it stopped early, or ""."""
     cfg = state.config
@@ -282,17 +367,21 @@ def _train_epochs(
     device = x.device
 
     def reached_target() -> bool:  # inside an epoch, for --target-accuracy with --eval-every
-        return evaluate(eval_model, val_x, val_y, **_eval_args(cfg, device)).accuracy >= cfg.target_accuracy
+        result = evaluate(eval_model, val_x, val_y, **_eval_args(cfg, device), world=world)
+        return result.accuracy >= cfg.target_accuracy
 
     check = reached_target if cfg.target_accuracy and len(val_x) else None
     for epoch in range(state.epoch, cfg.epochs):
         t0 = time.perf_counter()
         update = bar.start(epoch + 1, cfg.epochs, steps_per_epoch, cfg.batch_size)
         lr = cfg.lr * lr_factor(cfg, optimizer.steps, steps_per_epoch)  # at the epoch's first step
-        train_loss, train_acc, seen = train_one_epoch(model, optimizer, x, y, cfg, epoch, ema, update, check)
+        train_loss, train_acc, seen = train_one_epoch(model, optimizer, x, y, cfg, epoch, ema, update, check, world)
         if not math.isfinite(train_loss):
             raise RunError(_diverged(train_loss, epoch + 1, cfg, state.epoch, out_dir))
-        result = evaluate(eval_model, val_x, val_y, **_eval_args(cfg, device)) if len(val_x) else None
+        for net in (model, ema):  # the ranks' batchnorm statistics differ: evaluate and save their mean
+            if net is not None:
+                average_buffers(net, world)
+        result = evaluate(eval_model, val_x, val_y, **_eval_args(cfg, device), world=world) if len(val_x) else None
         seconds = time.perf_counter() - t0
         state.train_seconds += seconds
         row = {
@@ -315,8 +404,11 @@ def _train_epochs(
         state.epoch = epoch + 1
         state.model, state.optimizer = model.state_dict(), optimizer.state_dict()
         state.ema = ema.state_dict() if ema is not None else None
-        state.save(out_dir / CHECKPOINT_NAME)
+        if world.is_main:
+            state.save(out_dir / CHECKPOINT_NAME)
         bar.end(row)  # after the checkpoint: an epoch reported done is an epoch saved
+        if on_epoch is not None:
+            on_epoch(row)
         if stopped:
             log(stopped)
             return stopped
@@ -358,36 +450,49 @@ def _finish(
     out_dir: Path,
     stopped: str,
     log: Log,
+    world: World = SINGLE,
+    with_test: bool = True,
 ) -> Run:
     """Keep the chosen weights, fit the temperature on validation data, test once, write the run."""
     cfg = state.config
     if cfg.select == "best" and state.best.state is not None:
         final.load_state_dict(state.best.state)
         log(f"keeping the weights of epoch {state.best.epoch} (best validation accuracy {state.best.accuracy:.4f})")
-    temperature = _fit_temperature(final, *val, cfg, device) if len(val[0]) else 1.0
-    test = evaluate(final, *to_tensors(data.test_images, data.test_labels), **_eval_args(cfg, device))
-    log(
-        f"test accuracy {test.accuracy:.4f} (loss {test.loss:.4f}, {test.n - round(test.accuracy * test.n)} errors "
-        f"in {test.n:,}); training took {state.train_seconds:.1f}s"
-    )
+    temperature = _fit_temperature(final, *val, cfg, device, world) if len(val[0]) else 1.0
+    test = None
+    if with_test:
+        test = evaluate(final, *to_tensors(data.test_images, data.test_labels), **_eval_args(cfg, device), world=world)
+        log(
+            f"test accuracy {test.accuracy:.4f} (loss {test.loss:.4f}, {test.n - round(test.accuracy * test.n)} "
+            f"errors in {test.n:,}); training took {state.train_seconds:.1f}s"
+        )
+    else:
+        log(f"training took {state.train_seconds:.1f}s; the test set was left untouched")
     broken = [k for k, v in final.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if broken or not math.isfinite(temperature):
         raise RunError(
             f"the trained weights are not finite numbers ({', '.join(broken[:3]) or 'the temperature'}): "
             "the model diverged, and is not saved; start again with a smaller --lr, in a new --out"
         )
-    run = Run(out_dir, cfg, final.eval(), state.history, test, state.train_seconds, stopped, temperature)
-    write_run(run, data, state.preset, state.best.epoch if cfg.select == "best" else len(state.history))
-    (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)  # complete: the weights and metadata are all that is needed
+    run = Run(out_dir, cfg, final.eval(), state.history, test, state.train_seconds, stopped, temperature, world.size)
+    if world.is_main:
+        write_run(run, data, state.preset, state.best.epoch if cfg.select == "best" else len(state.history))
+        (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)  # complete: the weights and metadata are all it needs
     return run
 
 
-def _fit_temperature(model: nn.Module, val_x: Tensor, val_y: Tensor, cfg: TrainConfig, device: torch.device) -> float:
+def _fit_temperature(
+    model: nn.Module, val_x: Tensor, val_y: Tensor, cfg: TrainConfig, device: torch.device, world: World = SINGLE
+) -> float:
     """Temperature scaling (Guo et al. 2017) on the validation split, so confidences mean what they say."""
     from digits.reading.calibration import fit_temperature
 
-    logits = predict_logits(model, val_x, batch_size=cfg.eval_batch_size, precision=cfg.eval_precision, device=device)
-    return fit_temperature(logits.cpu().numpy(), val_y.cpu().numpy())  # from the device, if on one
+    def logits(part: slice) -> Tensor:  # (n, 10), each rank its share in a job
+        return predict_logits(
+            model, val_x[part], batch_size=cfg.eval_batch_size, precision=cfg.eval_precision, device=device
+        )
+
+    return fit_temperature(sharded(logits, len(val_x), world).numpy(), val_y.cpu().numpy())
 
 
 @contextmanager
@@ -398,6 +503,11 @@ def _autocast(device: torch.device, precision: str) -> Iterator[None]:
 
 def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch  # distinct streams per (seed, epoch), stable across resumes
+
+
+def _rank_seed(seed: int, epoch: int, rank: int) -> int:
+    """Rank ``rank``'s stream for dropout and augmentation: rank 0's is the single process's own."""
+    return _epoch_seed(seed, epoch) + rank * 1_000_000_007
 
 
 def gradient_function(model: nn.Module, cfg: TrainConfig, device: torch.device) -> Callable[[Tensor, Tensor], Grads]:
@@ -447,35 +557,49 @@ def train_one_epoch(
     ema: nn.Module | None,
     progress: Callable[[int, float, float], None] | None = None,
     check: Callable[[], bool] | None = None,
+    world: World = SINGLE,
 ) -> tuple[float, float, int]:
     """One pass over (x, y) in a seeded random order; returns (mean loss, accuracy, images seen).
 
     ``check``, if given, is called every ``cfg.eval_every`` steps; when it returns True the epoch ends there.
+    In a job (``world``), every rank draws the same order and trains on its share of each global batch; the
+    returned figures are the whole batch's, summed across ranks.
     """
     device = x.device
     grads = gradient_function(model, cfg, device)
     generator = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
-    torch.manual_seed(_epoch_seed(cfg.seed, epoch))  # dropout draws from the global generator
-    order = torch.randperm(len(x), generator=generator).to(device)
+    torch.manual_seed(_rank_seed(cfg.seed, epoch, world.rank))  # dropout draws from the global generator
+    order = torch.randperm(len(x), generator=generator).to(device)  # the same on every rank
+    if world.rank:  # each rank augments its own images with its own draws
+        generator = torch.Generator().manual_seed(_rank_seed(cfg.seed, epoch, world.rank))
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     bs = cfg.batch_size
     n_steps = math.ceil(len(x) / bs)  # the last, smaller batch is kept, as Keras does
+    mine = 0  # images this rank trained on
     for i in range(n_steps):
-        idx = order[i * bs : (i + 1) * bs]
-        xb, yb = x[idx], y[idx]  # (B, 1, 28, 28) float, (B,) int64
-        if cfg.augment.enabled:
-            xb = augment(xb, cfg.augment, generator)
-        loss, logits = grads(xb, yb)
+        batch = order[i * bs : (i + 1) * bs]  # the global batch
+        idx = batch[shard_of(len(batch), world)]  # this rank's share: all of it in a single process
+        if len(idx):
+            xb, yb = x[idx], y[idx]  # (B, 1, 28, 28) float, (B,) int64
+            if cfg.augment.enabled:
+                xb = augment(xb, cfg.augment, generator)
+            loss, logits = grads(xb, yb)
+            loss_sum += loss.detach() * len(yb)
+            correct += (logits.argmax(1) == yb).sum()  # (an OUTLIER is never counted right)
+            mine += len(yb)
+        else:  # a last batch smaller than the number of ranks leaves this one nothing: it adds no gradient
+            model.zero_grad(set_to_none=True)
+        if world.distributed:
+            average_gradients(optimizer.params, len(idx), len(batch), world)
         optimizer.step(cfg.lr * lr_factor(cfg, optimizer.steps, n_steps))  # every epoch has n_steps
         if ema is not None:
             update_ema(ema, model, cfg.ema)
-        loss_sum += loss.detach() * len(yb)
-        correct += (logits.argmax(1) == yb).sum()  # (an OUTLIER is never counted right)
         seen = min((i + 1) * bs, len(x))
-        if progress is not None and (i % 50 == 49 or i == n_steps - 1):
-            progress(i + 1, loss_sum.item() / seen, correct.item() / seen)
+        if progress is not None and (i % 50 == 49 or i == n_steps - 1):  # (rank 0's share, in a job)
+            progress(i + 1, loss_sum.item() / max(mine, 1), correct.item() / max(mine, 1))
         if check is not None and cfg.eval_every and (i + 1) % cfg.eval_every == 0 and i + 1 < n_steps and check():
             break
+    loss_sum, correct = sum_across(loss_sum, world), sum_across(correct, world)
     return loss_sum.item() / seen, correct.item() / seen, seen

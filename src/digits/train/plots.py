@@ -190,3 +190,54 @@ def risk_coverage_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> Fi
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def study_history(trials: list[tuple[int, float | None, str]], path: Path) -> None:
+    """Write :func:`study_history_figure` as a PNG at ``path``."""
+    _save(study_history_figure(trials), path)
+
+
+def study_history_figure(trials: list[tuple[int, float | None, str]]) -> Figure:
+    """A search's trials (number, validation accuracy, state) in order, and the best so far."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    done = [(n, v) for n, v, state in trials if state == "complete" and v is not None]
+    if done:
+        ax.scatter(*zip(*done), label="complete", color="tab:blue")
+        best, line = -np.inf, []
+        for n, v in done:
+            best = max(best, v)
+            line.append((n, best))
+        ax.step(*zip(*line), where="post", color="tab:orange", label="best so far")
+    pruned = [(n, v) for n, v, state in trials if state == "pruned" and v is not None]
+    if pruned:  # at the accuracy they had when they were stopped
+        ax.scatter(*zip(*pruned), marker="x", color="grey", label="pruned")
+    failed = [n for n, _, state in trials if state == "fail"]
+    if failed:  # no accuracy to show: marked along the bottom
+        low = min((v for _, v in done + pruned), default=0.0)
+        ax.scatter(failed, [low] * len(failed), marker="v", color="grey", label="failed")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials are numbered
+    ax.set(xlabel="trial", ylabel="validation accuracy", title="optimization history")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def param_importances(importances: dict[str, float], path: Path) -> None:
+    """Write :func:`param_importances_figure` as a PNG at ``path``."""
+    _save(param_importances_figure(importances), path)
+
+
+def param_importances_figure(importances: dict[str, float]) -> Figure:
+    """How much of the validation accuracy's variation each searched value explains (Optuna's fANOVA)."""
+    plt = _pyplot()
+    names = list(importances)[::-1]  # the most important at the top
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.5))
+    ax.barh(names, [importances[n] for n in names], color="tab:blue")
+    ax.set(xlabel="importance (fANOVA)", title="parameter importance")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig

@@ -44,10 +44,11 @@ class Run:
     config: TrainConfig
     model: nn.Module
     history: list[dict[str, Any]]
-    test: EvalResult
+    test: EvalResult | None  # None when the run was asked to leave the test set alone (a search's trials)
     train_seconds: float
     stopped_early: str = ""
     temperature: float = 1.0  # softmax temperature fitted on the validation split (1.0 without one)
+    world_size: int = 1  # processes that trained it (digits.train.distributed)
     summary: dict[str, Any] = field(default_factory=dict)
 
 
@@ -181,26 +182,28 @@ def write_run(run: Run, data: MNIST, preset: str | None, chosen_epoch: int) -> N
         "model": cfg.model,
         "preset": preset,
         "parameters": count_parameters(run.model),
-        "test_accuracy": run.test.accuracy,
-        "test_loss": run.test.loss,
+        "test_accuracy": run.test.accuracy if run.test else None,
+        "test_loss": run.test.loss if run.test else None,
         "val_accuracy": run.history[chosen_epoch - 1]["val_accuracy"] if run.history else None,
         "epochs_run": len(run.history),
         "chosen_epoch": chosen_epoch,
         "train_seconds": run.train_seconds,
         "stopped_early": run.stopped_early or None,
         "temperature": run.temperature,
+        "world_size": run.world_size,
     }
     save_weights(
         run.model,
         out / WEIGHTS_NAME,
         cfg.model,
         cfg.model_options,
-        test_accuracy=run.test.accuracy,
+        test_accuracy=run.test.accuracy if run.test else None,
         temperature=run.temperature,
         eval_precision=cfg.eval_precision,
         data_sha256=data.sha256,
     )
-    record = {**run.summary, "config": cfg.to_dict(), "test": run.test.to_dict(), "history": run.history}
+    test = run.test.to_dict() if run.test else None
+    record = {**run.summary, "config": cfg.to_dict(), "test": test, "history": run.history}
     write_json(out / META_NAME, {**record, **provenance(data)})
     rows = [",".join(run.history[0])] + [",".join("" if v is None else str(v) for v in h.values()) for h in run.history]
     write_text(out / "history.csv", "\n".join(rows) + "\n")
