@@ -31,7 +31,8 @@ from digits.corrections import CorrectionStore
 from digits.data import load_mnist
 from digits.reading import Recognizer
 from digits.testing.domains import slanted_writer
-from digits.train.adapt import AdaptConfig, adapt
+from digits.train.adapt import adapt
+from digits.train.config import AdaptConfig
 
 # The base model's validation digits (the shipped model's val_split is 0.1): the writer writes these.
 WRITER_DIGITS = slice(54_000, 60_000)

@@ -41,10 +41,11 @@ from digits.errors import ConfigError, WriteError
 from digits.files import write_bytes, write_json
 from digits.spec import IMAGE_SIZE, NUM_CLASSES
 
-__all__ = ["RECORD_NAME", "SEEN_NAME", "Correction", "CorrectionStore", "image_suffix", "parse_labels"]
+__all__ = ["MODELS_NAME", "RECORD_NAME", "SEEN_NAME", "Correction", "CorrectionStore", "image_suffix", "parse_labels"]
 
 RECORD_NAME = "correction.json"
 SEEN_NAME = "seen28.png"
+MODELS_NAME = "models"  # STORE/models/: the models learned from the store while serving (digits serve --adapt-every)
 
 # The first bytes of each image format a picture may be sent in, for the file's suffix.
 _SIGNATURES = (
@@ -97,6 +98,11 @@ class CorrectionStore:
 
     def __repr__(self) -> str:
         return f"CorrectionStore({str(self.root)!r})"
+
+    @property
+    def models(self) -> Path:
+        """The folder of the models learned from this store while serving (never listed as corrections)."""
+        return self.root / MODELS_NAME
 
     def add(
         self,
