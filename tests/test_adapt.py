@@ -128,6 +128,8 @@ def test_adapting_learns_the_writer_keeps_mnist_and_leaves_the_base_as_it_was(tm
     assert 0.1 < meta["temperature"] < 10 and meta["test_accuracy"] is None  # measured on a part of the test set
     record = json.loads((done.dir / "run.json").read_text())
     assert record["accepted"] is True and record["adapt_config"]["steps"] == TINY.steps
+    assert record["base_config"]["val_split"] == 0.1 and record["label_smoothing"] == 0.1  # the base's recipe
+    assert "validation split" in record["temperature_from"]
     assert set(record["corrections"]["held_out_ids"]) == {c.id for c in split_held_out(store.list(), TINY.holdout)[1]}
 
 

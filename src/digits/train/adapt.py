@@ -125,7 +125,9 @@ def adapt(
     records = store.list()
     learn, held = split_held_out(records, cfg.holdout)
     data = data if data is not None else load_mnist(data_dir, log=log)
-    base_cfg = record.get("config", {})
+    # How the base was trained (its validation split, its label smoothing): a run's config, or for a model adapted
+    # already, the config of the run it descends from.
+    base_cfg = record.get("config") or record.get("base_config") or {}
     replay, val = _mnist_split(data, float(base_cfg.get("val_split", 0.0)))
     log(
         f"adapting {meta['model']} from {base_path} on {len(learn)} corrections ({len(held)} held out for the gate), "
@@ -163,6 +165,7 @@ def adapt(
             "temperature": temperature,
             "temperature_from": how,
             "label_smoothing": smoothing,
+            "base_config": base_cfg,
         }
     )
     accepted = bool(summary["gate"]["accepted"])
