@@ -50,9 +50,10 @@ def correction(digit: int, label: int) -> dict[str, object]:
     return {"image": base64.b64encode(drawing(digit)).decode(), "label": label}
 
 
-def wait_for(done: Callable[[], bool], during: Callable[[], None], what: str) -> None:
-    """Call ``during`` until ``done()``; fail (never on a measured time, only to stop waiting) after five minutes."""
-    deadline = time.monotonic() + 300
+def wait_for(done: Callable[[], bool], during: Callable[[], None], what: str, patience: float = 120) -> None:
+    """Call ``during`` until ``done()``; fail (never on a measured time, only to stop waiting) after ``patience``
+    seconds."""
+    deadline = time.monotonic() + patience
     while not done():
         assert time.monotonic() < deadline, f"gave up waiting for {what}"
         during()
@@ -184,7 +185,9 @@ def test_the_server_adapts_with_the_real_command_and_serves_what_it_accepted(rec
             body = {"image": base64.b64encode(picture).decode(), "label": label, "source": "test"}
             assert c.post("/v1/corrections", json=body).status_code == 201
         assert c.get("/v1/corrections").json()["adapting"] is True
-        wait_for(lambda: service.serving is not None, lambda: time.sleep(0.5), "digits adapt to finish")
+        wait_for(lambda: not service.adapter.running, lambda: time.sleep(0.5), "digits adapt to finish", 900)
+        assert "accepted:" in service.adapter.last_output, service.adapter.last_output
+        wait_for(lambda: service.serving is not None, lambda: time.sleep(0.2), "the accepted model to be swapped in")
         record = json.loads((service.serving / "run.json").read_text())
         assert record["accepted"] is True and record["corrections"]["n"] == 40
         assert c.get("/v1/model").json()["corrections_sha256"] == record["corrections"]["sha256"]

@@ -53,6 +53,7 @@ class Adapter:
         self.models = store.models
         self.current = self.models / CURRENT_NAME
         self._process: subprocess.Popen[str] | None = None
+        self.last_output = ""  # what the last adaptation printed, once it ended
         self._guard = threading.Lock()  # one check-and-start at a time in this worker
 
     @property
@@ -91,7 +92,8 @@ class Adapter:
         """Log what the adaptation said once it ends, and let the next one start."""
         try:
             output, _ = process.communicate()
-            lines = (output or "").strip().splitlines()
+            self.last_output = output or ""
+            lines = self.last_output.strip().splitlines()
             outcome = "accepted" if process.returncode == 0 else f"not accepted (exit status {process.returncode})"
             log.info("adaptation %s: %s", outcome, lines[-1] if lines else "(no output)")
         finally:
