@@ -532,6 +532,7 @@ def _describe(p: Any) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    _check_correct(args, numbers=False)
     recognizer = _load_recognizer(args)
     sources, results = _run_batch(recognizer.predict_batch, args.images)
     for i, (src, r) in enumerate(zip(sources, results)):
@@ -549,10 +550,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
             if args.top_k and r.result.digit is not None:
                 top = "  top: " + ", ".join(f"{d} {p:.2f}" for d, p in r.result.top(args.top_k))
             print(f"{r.file}: {_describe(r.result)}{top}")
+    if args.correct is not None and results[0].ok:
+        _keep_correction(args, sources[0], results[0].result, numbers=False)
     return EXIT_FAILURE if any(not r.ok for r in results) else 0
 
 
 def cmd_read(args: argparse.Namespace) -> int:
+    _check_correct(args, numbers=True)
     recognizer = _load_recognizer(args)
     sources, results = _run_batch(recognizer.read_batch, args.images)
     for i, (src, r) in enumerate(zip(sources, results)):
@@ -576,7 +580,52 @@ def cmd_read(args: argparse.Namespace) -> int:
                     top = ", ".join(f"{k} {q:.2f}" for k, q in d.top(3))
                     top = f"; top: {top}" if top else ""
                     print(f"  {_describe(d)} at x={x} y={y} w={w} h={h}, line {d.line}{top}")
+    if args.correct is not None and results[0].ok:
+        _keep_correction(args, sources[0], results[0].result, numbers=True)
     return EXIT_FAILURE if any(not r.ok for r in results) else 0
+
+
+def _check_correct(args: argparse.Namespace, *, numbers: bool) -> None:
+    """--correct and --store make sense together, for one picture, with a label that is a digit (or a number)."""
+    from digits.corrections import parse_labels
+
+    if args.correct is None:
+        if args.store:
+            raise UsageError("--store keeps corrections: give the right answer with --correct too")
+        return
+    if not args.store:
+        raise UsageError("--correct needs --store DIR: the folder the correction is kept in")
+    if len(args.images) != 1 or Path(args.images[0]).is_dir():
+        raise UsageError("--correct corrects one picture: give exactly one IMAGE file (or - for standard input)")
+    labels = parse_labels(args.correct)  # ConfigError for what is not a number
+    if not numbers and len(labels) != 1:
+        raise UsageError(f"digits predict --correct takes one digit, not {args.correct!r}; use digits read --correct")
+
+
+def _keep_correction(args: argparse.Namespace, source: Any, result: Any, *, numbers: bool) -> None:
+    """Keep what the user says ``source`` really shows in the --store folder: one correction per digit."""
+    from digits.corrections import CorrectionStore, parse_labels
+    from digits.errors import ConfigError
+
+    image = source if isinstance(source, bytes) else Path(source).read_bytes()
+    store = CorrectionStore(args.store)
+    if numbers:
+        found = [
+            (d.image28, d.digit, d.confidence) for d in result.digits if d.symbol is None and d.image28 is not None
+        ]
+        kept = store.add_number(image, found, args.correct, source="cli")
+    else:
+        if result.image28 is None:
+            raise ConfigError(
+                "no digit was found in the picture, so there is nothing to correct; crop it or draw larger"
+            )
+        (label,) = parse_labels(args.correct)
+        kept = [
+            store.add(
+                image, result.image28, label=label, predicted=result.digit, confidence=result.confidence, source="cli"
+            )
+        ]
+    print(f"kept {len(kept)} correction(s) in {store.root} ({len(store)} in all)", file=sys.stderr)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -646,6 +695,136 @@ def _export_checked(args: argparse.Namespace, src: Path, out: Path, final: Path)
     return 0
 
 
+# --- corrections and learning from them (digits.corrections, digits.train.adapt) ----------------------------------
+def cmd_corrections(args: argparse.Namespace) -> int:
+    from digits.corrections import CorrectionStore
+
+    store = CorrectionStore(args.store)
+    if args.action == "list":
+        records = store.list()
+        if args.json:
+            print(json.dumps([c.to_dict() for c in records], indent=2))
+            return 0
+        for c in records:
+            answer = "no digit" if c.predicted is None else f"{c.predicted} ({c.confidence:.2f})"
+            print(f"{c.id}  {c.label}  model said {answer}  {c.source}  {store.root / c.id / c.image}")
+        print(f"{len(records)} correction(s) in {store.root}", file=sys.stderr)
+    elif args.action == "export":
+        if not args.out:
+            raise UsageError("export needs -o OUT: a .npz file, or a folder for PNGs and corrections.csv")
+        print(f"exported {len(store)} correction(s) to {store.export(args.out)}")
+    else:
+        print(f"removed {store.clear()} correction(s) from {store.root}")
+    return 0
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    if args.rollback:
+        from digits.train.adapt import rollback
+
+        if args.store or args.out:
+            raise UsageError("--rollback LINK takes no --store or -o: it only points LINK back at the model before")
+        parent = rollback(args.rollback)
+        print(
+            f"{args.rollback} now points to {parent}"
+            if parent is not None
+            else f"removed {args.rollback}: the model before was the shipped one, which commands use without --model"
+        )
+        return 0
+    if not args.store or not args.out:
+        raise UsageError("digits adapt needs --store DIR (the corrections) and -o RUN (the new model's folder)")
+    from digits.corrections import CorrectionStore
+    from digits.train.adapt import adapt
+    from digits.train.config import AdaptConfig
+
+    fields = ("steps", "lr", "layers", "blend", "guard_limit", "seed", "threads")
+    config = dataclasses.replace(AdaptConfig(), **{f: getattr(args, f) for f in fields if getattr(args, f) is not None})
+    log = (lambda s: print(s, file=sys.stderr)) if args.json else print
+    done = adapt(
+        CorrectionStore(args.store),
+        args.out,
+        base=args.base,
+        config=config,
+        data_dir=args.data_dir,
+        link=args.link,
+        log=log,
+    )
+    if args.json:
+        print(json.dumps({"accepted": done.accepted, **done.summary}, indent=2))
+    if not done.accepted:
+        print(
+            f"error: the adapted model was refused and is kept aside in {done.dir} (refused.safetensors); "
+            "the model in use is unchanged",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    if not args.json:
+        print(f"model saved in {done.dir}; use it with --model {args.link or done.dir}")
+    return 0
+
+
+def _adapt_parsers(sub: Subparsers) -> None:
+    c = sub.add_parser(
+        "corrections",
+        help="list, export or clear the corrections kept in a store",
+        description="The corrections people made (digits serve --store, digits predict/read --correct --store).",
+    )
+    c.add_argument("action", choices=["list", "export", "clear"])
+    c.add_argument("--store", required=True, metavar="DIR", help="the correction store")
+    c.add_argument(
+        "-o",
+        "--out",
+        metavar="OUT",
+        help="export: a file ending .npz (arrays images, labels, predicted, ids, created), or else a folder of "
+        "<id>_<label>.png (the 28x28 the model saw) and corrections.csv",
+    )
+    c.add_argument("--json", action="store_true", help="list: print the records as JSON")
+    c.set_defaults(func=cmd_corrections)
+
+    from digits.train.config import ADAPT_LAYERS, AdaptConfig
+
+    d = AdaptConfig()
+    a = sub.add_parser(
+        "adapt",
+        help="learn from a store's corrections: a new model, kept only if it is better for them and not worse on MNIST",
+        description="Fine-tune a copy of a model on the corrections in --store (replaying MNIST training digits 1:1), "
+        "holding a quarter of them out: the new model is accepted only if it does better on those and loses at "
+        "most 0.1 pp of MNIST test accuracy (both printed and stored in its metadata). An accepted model is a run "
+        "folder every command takes with --model; a refused one is kept aside in -o as refused.safetensors, and "
+        "the command exits with 1. The base model is never changed.",
+    )
+    a.add_argument("--store", metavar="DIR", help="the corrections to learn from")
+    a.add_argument(
+        "--base", metavar="MODEL", help="a run folder or .safetensors to start from (default: the shipped model)"
+    )
+    a.add_argument("-o", "--out", metavar="RUN", help="the new model's folder (new or empty)")
+    a.add_argument(
+        "--link",
+        metavar="LINK",
+        help="when accepted, make LINK a link to RUN (give commands --model LINK); see --rollback",
+    )
+    a.add_argument(
+        "--rollback",
+        metavar="LINK",
+        help="point LINK back at the model its run was adapted from (removed when that is the shipped model)",
+    )
+    a.add_argument("--steps", type=_positive(int), help=f"optimizer steps (default: {d.steps})")
+    a.add_argument("--lr", type=_positive(float), help=f"learning rate (default: {d.lr:g})")
+    a.add_argument("--layers", choices=ADAPT_LAYERS, help=f"which layers learn (default: {d.layers})")
+    a.add_argument("--blend", type=_positive(float), help=f"share of the change kept, in (0, 1] (default: {d.blend:g})")
+    a.add_argument(
+        "--guard-limit",
+        type=_positive(int),
+        metavar="N",
+        help="measure the MNIST guard on the first N test digits only (default: all 10,000)",
+    )
+    a.add_argument("--seed", type=int, help=f"random seed (default: {d.seed})")
+    a.add_argument("--threads", type=_positive(int), help="torch threads (default: torch's)")
+    a.add_argument("--json", action="store_true", help="print the gate's figures and the record as JSON")
+    _data_dir(a)
+    a.set_defaults(func=cmd_adapt)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from digits import __version__
 
@@ -655,6 +834,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_data_parser, _models_parsers, _train_parser, _evaluation_parsers, _reading_parsers, _export_parser):
         add(sub)
     _tune_parser(sub)
+    _adapt_parsers(sub)
     _serve_parser(sub)
     return p
 
@@ -909,6 +1089,8 @@ def _reading_parsers(sub: Subparsers) -> None:
     )
     _reading_args(pr)
     pr.add_argument("--top-k", type=_positive(int), metavar="K", help="also list the K most probable digits")
+    pr.add_argument("--correct", metavar="LABEL", help="the digit the picture really shows: kept in --store")
+    pr.add_argument("--store", metavar="DIR", help="the correction store --correct adds to (digits corrections)")
     pr.set_defaults(func=cmd_predict)
     rd = sub.add_parser(
         "read",
@@ -920,6 +1102,13 @@ def _reading_parsers(sub: Subparsers) -> None:
     )
     _reading_args(rd)
     rd.add_argument("-v", "--verbose", action="store_true", help="also print each digit's confidence and box")
+    rd.add_argument(
+        "--correct",
+        metavar="LABELS",
+        help="the number the picture really shows, e.g. 2026: one correction per digit read, kept in --store "
+        "(the count of digits must match)",
+    )
+    rd.add_argument("--store", metavar="DIR", help="the correction store --correct adds to (digits corrections)")
     rd.set_defaults(func=cmd_read)
 
 
@@ -975,6 +1164,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         threads=args.threads,
         store=args.store,
+        adapt_every=args.adapt_every or 0,
         limits=limits,
     )
     run(config, access_log=args.access_log)
@@ -1005,6 +1195,13 @@ def _serve_parser(sub: Subparsers) -> None:
         "--threads", type=_positive(int), help="inference threads in each worker (default: the cores shared out)"
     )
     sv.add_argument("--store", metavar="DIR", help="keep the corrections people send in DIR (default: off)")
+    sv.add_argument(
+        "--adapt-every",
+        type=_positive(int),
+        metavar="N",
+        help="with --store: after every N new corrections, run digits adapt in the background and serve the "
+        "model it accepts (DIR/models/current; digits adapt --rollback DIR/models/current goes back)",
+    )
     sv.add_argument(
         "--max-body-mb",
         type=_positive(float),

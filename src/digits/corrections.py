@@ -12,16 +12,23 @@ Every file is written atomically (:mod:`digits.files`) and correction.json last,
 is there is complete; a folder without it (a process killed mid-write) is not listed. Only the standard
 library, numpy and Pillow: the server that writes a store and the commands that list, export or learn from
 it need no torch.
+
+``digits corrections list|export|clear --store DIR`` shows, exports (an .npz of arrays, or a folder of PNGs
+and a CSV) and empties a store; ``digits predict --correct`` and ``digits read --correct`` add to it, and
+``digits adapt`` learns from it (:mod:`digits.train.adapt`). :meth:`CorrectionStore.sha256` names exactly
+which corrections a model learned from.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import io
 import json
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,10 +41,11 @@ from digits.errors import ConfigError, WriteError
 from digits.files import write_bytes, write_json
 from digits.spec import IMAGE_SIZE, NUM_CLASSES
 
-__all__ = ["RECORD_NAME", "SEEN_NAME", "Correction", "CorrectionStore", "image_suffix"]
+__all__ = ["MODELS_NAME", "RECORD_NAME", "SEEN_NAME", "Correction", "CorrectionStore", "image_suffix", "parse_labels"]
 
 RECORD_NAME = "correction.json"
 SEEN_NAME = "seen28.png"
+MODELS_NAME = "models"  # STORE/models/: the models learned from the store while serving (digits serve --adapt-every)
 
 # The first bytes of each image format a picture may be sent in, for the file's suffix.
 _SIGNATURES = (
@@ -91,6 +99,11 @@ class CorrectionStore:
     def __repr__(self) -> str:
         return f"CorrectionStore({str(self.root)!r})"
 
+    @property
+    def models(self) -> Path:
+        """The folder of the models learned from this store while serving (never listed as corrections)."""
+        return self.root / MODELS_NAME
+
     def add(
         self,
         image: bytes,
@@ -107,6 +120,8 @@ class CorrectionStore:
         not a digit or an image that is not 28x28 uint8, WriteError when the disk refuses."""
         if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < NUM_CLASSES:
             raise ConfigError(f"a correction's label is a digit from 0 to {NUM_CLASSES - 1}, not {label!r}")
+        if not isinstance(image, bytes) or not image:
+            raise ConfigError("a correction needs the picture's bytes as they were given; got none")
         seen28 = np.asarray(seen28)
         if seen28.shape != (IMAGE_SIZE, IMAGE_SIZE) or seen28.dtype != np.uint8:
             raise ConfigError(
@@ -136,6 +151,30 @@ class CorrectionStore:
             raise
         return correction
 
+    def add_number(
+        self,
+        image: bytes,
+        digits: Sequence[tuple[np.ndarray, int | None, float]],
+        labels: str,
+        *,
+        source: str = "cli",
+    ) -> list[Correction]:
+        """Keep one correction per digit of a number read in ``image``: ``digits`` holds, in reading order, each
+        digit's (28x28 the model saw, its answer, its confidence); ``labels`` the right number ("2026").
+
+        Raises ConfigError, keeping nothing, when ``labels`` is not a number or has another count of digits."""
+        wanted = parse_labels(labels)
+        if len(wanted) != len(digits):
+            raise ConfigError(
+                f"the picture was read as {len(digits)} digit(s) but the correction {labels!r} has {len(wanted)}; "
+                "give one digit for each digit read (see `digits read -v`), or correct each digit on its own "
+                "with `digits predict --correct` on a picture of it"
+            )
+        return [
+            self.add(image, seen, label=label, predicted=predicted, confidence=confidence, source=source)
+            for (seen, predicted, confidence), label in zip(digits, wanted)
+        ]
+
     def __iter__(self) -> Iterator[Correction]:
         """The complete corrections, oldest first (a record that cannot be read is skipped)."""
         if not self.root.is_dir():
@@ -163,6 +202,50 @@ class CorrectionStore:
         images = np.stack([self.seen28(c) for c in records]) if records else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE))
         return images.astype(np.uint8), np.array([c.label for c in records], np.int64)
 
+    def sha256(self, records: Sequence[Correction] | None = None) -> str:
+        """A checksum of ``records`` (default: every correction): their ids, labels and the 28x28s the model saw,
+        so a model's metadata can say exactly what it learned from."""
+        digest = hashlib.sha256()
+        for c in self.list() if records is None else records:
+            digest.update(f"{c.id}:{c.label};".encode())
+            digest.update(self.seen28(c).tobytes())
+        return digest.hexdigest()
+
+    def export(self, out: str | os.PathLike[str]) -> Path:
+        """Write every correction to ``out``: a ``.npz`` file (``images`` (N, 28, 28) uint8 as the model saw them,
+        ``labels``, ``predicted`` (-1: no digit found), ``ids``, ``created``), or else a folder of
+        ``<id>_<label>.png`` (the 28x28s) and ``corrections.csv`` (one row per correction). Returns ``out``."""
+        out = Path(out)
+        records = self.list()
+        images, labels = self.arrays()
+        if out.suffix == ".npz":
+            buffer = io.BytesIO()
+            np.savez_compressed(
+                buffer,
+                images=images,
+                labels=labels,
+                predicted=np.array([-1 if c.predicted is None else c.predicted for c in records], np.int64),
+                ids=np.array([c.id for c in records], dtype=str),
+                created=np.array([c.created for c in records], dtype=str),
+            )
+            write_bytes(out, buffer.getvalue())
+            return out
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"{out} is a file; export to a folder, or to a file named .npz")
+        rows = io.StringIO()
+        fields = ["id", "file", "label", "predicted", "confidence", "created", "source"]
+        writer = csv.DictWriter(rows, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        for c, seen in zip(records, images):
+            name = f"{c.id}_{c.label}.png"
+            png = io.BytesIO()
+            Image.fromarray(seen, mode="L").save(png, format="PNG")
+            write_bytes(out / name, png.getvalue())
+            row = {k: v for k, v in c.to_dict().items() if k in fields}
+            writer.writerow({**row, "file": name, "predicted": "" if c.predicted is None else c.predicted})
+        write_bytes(out / "corrections.csv", rows.getvalue().encode())
+        return out
+
     def clear(self) -> int:
         """Remove every correction (and any half-written one); returns how many complete ones there were."""
         count = len(self)
@@ -173,6 +256,15 @@ class CorrectionStore:
                 ):
                     shutil.rmtree(folder)
         return count
+
+
+def parse_labels(text: str) -> list[int]:
+    """The digits of a number as a person types it ("2026", "20 26", "3.14" for 314): the digits in order; spaces,
+    '.', ',', '-' and '/' are left out. Raises ConfigError for anything else, or no digit at all."""
+    kept = [ch for ch in text if ch not in " \t\n.,-/"]
+    if not kept or not all(ch in "0123456789" for ch in kept):
+        raise ConfigError(f"a correction is the digits the picture really shows, e.g. 7 or 2026, not {text!r}")
+    return [int(ch) for ch in kept]
 
 
 def _is_record_id(name: str) -> bool:

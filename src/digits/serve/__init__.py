@@ -7,6 +7,7 @@
     metrics.py    request counts and latencies in the Prometheus text format
     app.py        create_app(): the routes, the errors as JSON, the work on a thread pool within a time limit
     server.py     run(): uvicorn with N worker processes, each loading the model once
+    adapting.py   Adapter: `digits adapt` in a process of its own after every N corrections (--adapt-every)
     static/       the drawing page (HTML, CSS, JavaScript; no CDN)
 
 Imports only :mod:`digits.reading`, :mod:`digits.spec`, :mod:`digits.errors`, :mod:`digits.files` and

@@ -27,6 +27,7 @@ import io
 import json
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -43,8 +44,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
 from digits.corrections import CorrectionStore
-from digits.errors import ImageError, WriteError
+from digits.errors import DigitsError, ImageError, WriteError
 from digits.reading import FileResult, Recognizer, load_image
+from digits.serve.adapting import Adapter
 from digits.serve.bodies import ApiError, Part, image_parts, read_body, single_image
 from digits.serve.metrics import Metrics, MetricsMiddleware
 from digits.serve.settings import ServeConfig
@@ -54,6 +56,8 @@ __all__ = ["create_app"]
 
 STATIC = Path(__file__).resolve().parent / "static"
 log = logging.getLogger("digits.serve")
+# How often a worker that adapts looks whether another model was accepted (or rolled back).
+WATCH_S = 1.0
 T = TypeVar("T")
 
 _PICTURE_BODY: dict[str, Any] = {
@@ -144,31 +148,68 @@ class Service:
         self.metrics = Metrics()
         self.executor: ThreadPoolExecutor | None = None
         self.store = CorrectionStore(config.store) if config.store is not None else None
+        self.adapter = (
+            Adapter(self.store, config.adapt_every, config.model, config.adapt_command)
+            if self.store is not None and config.adapt_every
+            else None
+        )
+        self.serving: Path | None = None  # the adapted model in use (None: config.model)
         self.model: dict[str, Any] = {}
+        self._stopped = threading.Event()
 
     def start(self) -> None:
         """Load the model (once for this worker), warm it with one picture, open the thread pool."""
         threads = self.config.worker_threads
         if self.recognizer is None:
-            # One onnxruntime thread a call: the worker's threads run calls side by side, so N workers use
-            # N x threads cores, never more.
-            self.recognizer = Recognizer.load(
-                self.config.model,
-                backend=self.config.backend,
-                threshold=self.config.threshold,
-                find_pages=self.config.find_pages,
-                threads=1,
-            )
+            self.serving = self.adapter.serving() if self.adapter is not None else None
+            self.recognizer = self._load(self.serving)
+        else:
+            _warm(self.recognizer)
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="digits-infer")
-        warm = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.uint8)
-        warm[4:24, 13:16] = 255  # a 1: runs the whole pipeline and the model once
-        self.recognizer.predict(warm)
         self.model = _describe_model(self.recognizer)
         self.ready = True
         log.info("worker %d: %s ready (%d threads)", os.getpid(), self.model.get("name"), threads)
+        if self.adapter is not None:
+            threading.Thread(target=self._watch, daemon=True, name="digits-watch").start()
+
+    def _load(self, adapted: Path | None) -> Recognizer:
+        """The Recognizer of ``adapted`` (else the configured model), warmed with one picture."""
+        # One onnxruntime thread a call: the worker's threads run calls side by side, so N workers use
+        # N x threads cores, never more.
+        recognizer = Recognizer.load(
+            str(adapted) if adapted is not None else self.config.model,
+            backend=self.config.backend,
+            threshold=self.config.threshold,
+            find_pages=self.config.find_pages,
+            threads=1,
+        )
+        _warm(recognizer)
+        return recognizer
+
+    def _watch(self) -> None:
+        """Swap in the model ``STORE/models/current`` leads to whenever it changes (accepted, or rolled back).
+
+        The new model is loaded and warmed here, off the request path; then one assignment replaces the old:
+        a request holds the Recognizer it started with to the end, so none is dropped or mixes two models."""
+        assert self.adapter is not None
+        while not self._stopped.wait(WATCH_S):
+            wanted = self.adapter.serving()
+            if wanted == self.serving:
+                continue
+            try:
+                recognizer = self._load(wanted)
+            except DigitsError as e:  # a model that cannot be loaded is not served; the one in use stays
+                log.warning("worker %d: not swapping in %s: %s", os.getpid(), wanted or self.config.model, e)
+                self.serving = wanted
+                continue
+            self.recognizer, self.model, self.serving = recognizer, _describe_model(recognizer), wanted
+            log.info("worker %d: now serving %s", os.getpid(), wanted or self.config.model or "the shipped model")
 
     def stop(self) -> None:
         self.ready = False
+        self._stopped.set()
+        if self.adapter is not None:
+            self.adapter.stop()
         if self.executor is not None:
             self.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -303,6 +344,8 @@ class Service:
             )
         except WriteError as e:
             raise ApiError(507, "store_failed", str(e)) from None
+        if self.adapter is not None:
+            self.adapter.note_correction()
         return correction.to_dict()
 
 
@@ -391,7 +434,9 @@ def create_app(recognizer: Recognizer | None = None, config: ServeConfig | None 
         if service.store is None:
             return _json({"enabled": False, "count": 0})
         count = await service.run(asyncio.get_running_loop().time(), len, service.store)
-        return _json({"enabled": True, "count": count})
+        adapter = service.adapter
+        adapting = {"adapt_every": adapter.every, "adapting": adapter.running} if adapter is not None else {}
+        return _json({"enabled": True, "count": count, **adapting})
 
     @app.post(
         "/v1/corrections",
@@ -518,6 +563,13 @@ def _limits(config: ServeConfig) -> dict[str, Any]:
     }
 
 
+def _warm(recognizer: Recognizer) -> None:
+    """Run the whole pipeline and the model once, so the first request does not pay for their start."""
+    one = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    one[4:24, 13:16] = 255  # a 1
+    recognizer.predict(one)
+
+
 def _describe_model(recognizer: Recognizer) -> dict[str, Any]:
     """What /v1/model says: the model's name and options, accuracy, training data checksums, file and version."""
     from digits import __version__
@@ -542,4 +594,6 @@ def _describe_model(recognizer: Recognizer) -> dict[str, Any]:
         "shape_check": recognizer.shapes is not None,
         "int8": bool(meta.get("int8", False)),
         "data_sha256": meta.get("data_sha256"),
+        "adapted_from": (meta.get("parent") or {}).get("path"),  # None: not a model adapted to corrections
+        "corrections_sha256": meta.get("corrections_sha256"),
     }

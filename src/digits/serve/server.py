@@ -51,6 +51,11 @@ def startup_lines(config: ServeConfig) -> list[str]:
         "  corrections: "
         + (f"kept in {config.store}" if config.store else "off (start with --store DIR to keep them)"),
     ]
+    if config.adapt_every:
+        lines.append(
+            f"  adapting: after every {config.adapt_every} new corrections; the accepted model is "
+            f"{config.store}/models/current"
+        )
     if not _is_loopback(config.host):
         lines.append(f"  note: listening on {config.host}, so other machines can reach it; there is no authentication")
     return lines

@@ -69,6 +69,9 @@ class ServeConfig:
     workers: processes, each with its own copy of the model. threads: inference threads in each (None:
     the cores shared out among the workers, at least one each), so N workers never oversubscribe the CPU.
     store: the folder corrections are kept in; None turns corrections off.
+    adapt_every: with a store, adapt the model after every this many new corrections (``digits adapt`` in a
+    process of its own) and serve the accepted one; 0: never. adapt_command: the command that adapts, its
+    arguments following (default: ``digits adapt`` in this Python).
     """
 
     host: str = "127.0.0.1"
@@ -80,6 +83,8 @@ class ServeConfig:
     workers: int = 1
     threads: int | None = None
     store: str | None = None
+    adapt_every: int = 0
+    adapt_command: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -89,6 +94,15 @@ class ServeConfig:
             raise ConfigError(f"threads must be a whole number above 0, got {self.threads!r}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in 0-65535, got {self.port}")
+        if isinstance(self.adapt_every, bool) or not isinstance(self.adapt_every, int) or self.adapt_every < 0:
+            raise ConfigError(f"adapt_every must be a whole number of corrections (0: never), got {self.adapt_every!r}")
+        if self.adapt_every and self.store is None:
+            raise ConfigError("adapting learns from the corrections kept: give a store (digits serve --store DIR)")
+        if self.adapt_every and self.model is not None and self.model.endswith(".onnx"):
+            raise ConfigError(
+                f"adapting needs the model's weights, and {self.model} is an ONNX file: serve its run folder or "
+                ".safetensors file"
+            )
 
     @property
     def worker_threads(self) -> int:
@@ -101,4 +115,5 @@ class ServeConfig:
     @classmethod
     def from_json(cls, text: str) -> ServeConfig:
         raw: dict[str, Any] = json.loads(text)
-        return cls(**{**raw, "limits": Limits(**raw.get("limits", {}))})
+        command = tuple(raw.get("adapt_command", ()))  # JSON gives a list
+        return cls(**{**raw, "adapt_command": command, "limits": Limits(**raw.get("limits", {}))})
