@@ -227,6 +227,18 @@ def test_specks_are_dropped() -> None:
         assert ncc(glyph.image, to_mnist(clean)) > 0.85
 
 
+def test_a_small_digit_in_a_loose_28_pixel_crop_is_found_and_a_speck_is_not(mnist) -> None:
+    # MNIST digits shrunk to 0.65 of their size about the picture's centre: 13 pixels tall in 28, a loose crop.
+    found = 0
+    for image in mnist.test_images[:60]:
+        small = cv2.warpAffine(image, cv2.getRotationMatrix2D((13.5, 13.5), 0, 0.65), (28, 28))
+        found += len(prepare(small).glyphs) == 1
+    assert found == 60
+    speck = np.zeros((28, 28), np.uint8)
+    cv2.circle(speck, (14, 14), 2, 255, -1)  # a dot 5 pixels across
+    assert prepare(speck).glyphs == ()
+
+
 def test_printed_boxes_and_rules_are_not_digits() -> None:
     number = [digit(4), digit(2), digit(7)]
     scene = paper(number, size=(800, 400), origin=(150, 120), height=120, gap=80)
