@@ -171,7 +171,12 @@ def test_the_server_adapts_with_the_real_command_and_serves_what_it_accepted(rec
     wrong = [(p, y) for p, y in pictures[:200] if recognizer.predict(p).digit != y][:40]
     assert len(wrong) == 40
     store = tmp_path / "store"
-    command = (*adapt_command(), "--steps", "60", "--guard-limit", "2000", "--data-dir", str(mnist_dir))
+    # On 2,000 guard digits the default 0.1 pp is two digits, and a tiny budget's fluctuation in bf16 on another
+    # CPU lost three (-0.15 pp) once: this test is of the server's adapting, not of the gate (test_adapt.py's).
+    command = (
+        *adapt_command(), "--steps", "60", "--guard-limit", "2000", "--max-mnist-drop", "0.5",
+        "--data-dir", str(mnist_dir),
+    )  # fmt: skip
     app = create_app(recognizer, ServeConfig(store=str(store), adapt_every=40, adapt_command=command, threads=1))
     service = app.state.service
 

@@ -739,6 +739,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
     fields = ("steps", "lr", "layers", "blend", "guard_limit", "seed", "threads")
     config = dataclasses.replace(AdaptConfig(), **{f: getattr(args, f) for f in fields if getattr(args, f) is not None})
+    if args.max_mnist_drop is not None:  # percentage points on the command line, a share in the config
+        config = dataclasses.replace(config, max_mnist_drop=args.max_mnist_drop / 100)
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     done = adapt(
         CorrectionStore(args.store),
@@ -817,6 +819,13 @@ def _adapt_parsers(sub: Subparsers) -> None:
         type=_positive(int),
         metavar="N",
         help="measure the MNIST guard on the first N test digits only (default: all 10,000)",
+    )
+    a.add_argument(
+        "--max-mnist-drop",
+        type=float,
+        metavar="PP",
+        help=f"the most MNIST test accuracy the gate lets a model lose, in percentage points (default: "
+        f"{100 * d.max_mnist_drop:g}); on a --guard-limit of 2,000 digits one digit is 0.05",
     )
     a.add_argument("--seed", type=int, help=f"random seed (default: {d.seed})")
     a.add_argument("--threads", type=_positive(int), help="torch threads (default: torch's)")
