@@ -100,6 +100,14 @@ def test_what_cannot_be_adapted_is_refused_before_any_work(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_the_gate_flag_is_in_percentage_points_and_a_bad_one_is_a_usage_error(tmp_path, capsys):
+    from digits.cli import main
+
+    code = main(["adapt", "--store", str(tmp_path / "s"), "-o", str(tmp_path / "r"), "--max-mnist-drop", "-1"])
+    assert code == 2 and "--max-mnist-drop is in percentage points" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.slow
 def test_adapting_learns_the_writer_keeps_mnist_and_leaves_the_base_as_it_was(tmp_path, mnist, writer, writer_store):
     before = sha256(SHIPPED_SAFETENSORS)

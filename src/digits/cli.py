@@ -740,6 +740,10 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     fields = ("steps", "lr", "layers", "blend", "guard_limit", "seed", "threads")
     config = dataclasses.replace(AdaptConfig(), **{f: getattr(args, f) for f in fields if getattr(args, f) is not None})
     if args.max_mnist_drop is not None:  # percentage points on the command line, a share in the config
+        if not 0 <= args.max_mnist_drop < 100:
+            raise UsageError(
+                f"--max-mnist-drop is in percentage points, from 0 to 100 (e.g. 0.1), not {args.max_mnist_drop:g}"
+            )
         config = dataclasses.replace(config, max_mnist_drop=args.max_mnist_drop / 100)
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     done = adapt(

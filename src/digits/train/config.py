@@ -336,6 +336,21 @@ FIELD_HELP = {
 }
 
 
+# The strongest single model: Deotte's 7-conv net with his augmentation (rotation 10 degrees, zoom 0.1,
+# shift 0.1) and learning rate x0.95 per epoch; the last 10% of the training set validates.
+_BEST = TrainConfig(
+    model="deepnet",
+    epochs=30,
+    batch_size=128,
+    lr=1e-3,
+    eps=1e-8,
+    schedule="step",
+    step_every=1,
+    gamma=0.95,
+    augment=AugmentConfig(rotate=10.0, scale=0.1, shift=0.1),
+    val_split=0.1,
+)
+
 PRESETS: dict[str, TrainConfig] = {
     # The article's recipe, exactly: Adam(1e-3), batch 32, 10 epochs, last 20% for validation, [0,1] pixels.
     "seed": TrainConfig(),
@@ -360,33 +375,13 @@ PRESETS: dict[str, TrainConfig] = {
         train_limit=40_000,
         eval_precision="bf16",
     ),
-    # The strongest single model: Deotte's 7-conv net with his augmentation (rotation 10 degrees, zoom 0.1,
-    # shift 0.1) and learning rate x0.95 per epoch; the last 10% of the training set validates.
-    "best": TrainConfig(
-        model="deepnet",
-        epochs=30,
-        batch_size=128,
-        lr=1e-3,
-        eps=1e-8,
-        schedule="step",
-        step_every=1,
-        gamma=0.95,
-        augment=AugmentConfig(rotate=10.0, scale=0.1, shift=0.1),
-        val_split=0.1,
-    ),
+    "best": _BEST,
     # The strongest single model under what real pictures do to digits: `best`'s network and schedule, trained
     # against noise, blur, lighting, marks and wider geometry (augment's lighting, lines, impulse, scatter,
     # outline, blur; rotation 15 degrees, shear 10). The strengths were chosen on corrupted validation digits
     # (`digits robustness --on validation`) of short fastnet runs, never on the test set.
-    "robust": TrainConfig(
-        model="deepnet",
-        epochs=30,
-        batch_size=128,
-        lr=1e-3,
-        eps=1e-8,
-        schedule="step",
-        step_every=1,
-        gamma=0.95,
+    "robust": dataclasses.replace(
+        _BEST,
         augment=AugmentConfig(
             rotate=15.0,
             scale=0.15,
@@ -399,7 +394,6 @@ PRESETS: dict[str, TrainConfig] = {
             scatter=0.15,
             outline=0.15,
         ),
-        val_split=0.1,
     ),
     # The model shipped inside the package for reading real images: fastnet at three times the width (226k
     # parameters, 0.9 MB, 0.11 ms a digit), trained longer with augmentation, with two captured copies of
