@@ -9,6 +9,7 @@ digit that is small in a big photo keeps all the detail it has.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -274,7 +275,7 @@ def _find_ink(gray: np.ndarray, dark: bool | None, plane_light: bool, trace: Tra
         trace["lighting"] = "a plane fitted to the background"
     elif min(ch, cw) < _COARSE_SIDE // 4:
         # Too small a picture to tell strokes from lighting: take the light as even.
-        lighting = np.full_like(coarse, float(np.median(coarse)))
+        lighting = np.full_like(coarse, _median(coarse))
         trace["lighting"] = "even (too small a picture to tell strokes from lighting)"
     else:
         trace["lighting"] = f"{'closing' if dark else 'opening'} of the picture at 1/{step}, {k}x{k} kernel"
@@ -293,7 +294,7 @@ def _find_ink(gray: np.ndarray, dark: bool | None, plane_light: bool, trace: Tra
     level = _level(small, _lighting(lighting, cell, 0, 0, (h, w), (factor, factor)), dark)
 
     sample = level[:: _stride(level), :: _stride(level)]
-    median = float(np.median(sample))
+    median = _median(sample)
     noise = _noise(level)
     otsu, _ = cv2.threshold(_to_u8(sample), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     candidates = {"otsu": otsu / 255.0, "noise": median + _NOISE_SIGMAS * noise, "minimum contrast": _MIN_CONTRAST}
@@ -318,7 +319,7 @@ def _noise(level: np.ndarray) -> float:
     """Standard deviation of the pixel noise in ``level``, blind to the ink however much of it there is."""
     response = cv2.filter2D(level, -1, _NOISE_KERNEL, borderType=cv2.BORDER_REPLICATE)
     s = _stride(response)
-    return _MAD_TO_SIGMA * float(np.median(np.abs(response[::s, ::s])))
+    return _MAD_TO_SIGMA * _median(np.abs(response[::s, ::s]))
 
 
 def _extend(a: np.ndarray, n: int) -> np.ndarray:
@@ -346,7 +347,7 @@ def _dark_ink(small: np.ndarray, coarse: np.ndarray, k: int) -> tuple[bool, dict
     background = cv2.medianBlur(_to_u8(coarse), k).astype(np.float32) / np.float32(255.0)
     background = cv2.resize(background, (sample.shape[1], sample.shape[0]), interpolation=cv2.INTER_LINEAR)
     residual = sample - background
-    spread = _FLOOR_SIGMAS * _MAD_TO_SIGMA * float(np.median(np.abs(residual - np.median(residual))))
+    spread = _FLOOR_SIGMAS * _MAD_TO_SIGMA * _median(np.abs(residual - _median(residual)))
     darker = float(np.sum(np.clip(-residual - spread, 0, None)))
     lighter = float(np.sum(np.clip(residual - spread, 0, None)))
 
@@ -364,27 +365,44 @@ def _dark_ink(small: np.ndarray, coarse: np.ndarray, k: int) -> tuple[bool, dict
 def _plane(a: np.ndarray, dark: bool) -> np.ndarray:
     """The plane (light falling evenly across the picture) that fits the background of ``a`` best: least
     squares on the half of the pixels least like ink, fitted twice (the first fit chooses the half)."""
-    h, w = a.shape
-    ys, xs = np.mgrid[0:h, 0:w]
-    design = np.stack([xs.ravel(), ys.ravel(), np.ones(h * w)], axis=1).astype(np.float64)
+    design, solver = _plane_fit(*a.shape)
     values = a.ravel().astype(np.float64)
-    background = np.ones(h * w, bool)
-    for _ in range(2):
-        coef, *_ = np.linalg.lstsq(design[background], values[background], rcond=None)
-        inkness = (design @ coef - values) if dark else (values - design @ coef)
-        background = inkness <= np.median(inkness)
-    return (design @ coef).reshape(h, w).astype(np.float32)
+    fitted = design @ (solver @ values)  # every pixel
+    inkness = (fitted - values) if dark else (values - fitted)
+    background = inkness <= _median(inkness)
+    coef, *_ = np.linalg.lstsq(design[background], values[background], rcond=None)
+    return (design @ coef).reshape(a.shape).astype(np.float32)
 
 
 def _without_slope(a: np.ndarray) -> np.ndarray:
     """``a`` less the plane that fits it best (least squares), plus its mean: light falling across a page
     is taken out, ink (which is no plane) is not."""
-    h, w = a.shape
+    design, solver = _plane_fit(*a.shape)
+    coef = solver @ a.ravel().astype(np.float64)
+    slope = (design[:, :2] @ coef[:2]).reshape(a.shape)
+    return (a - (slope - slope.mean())).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=32)
+def _plane_fit(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """For fitting a plane to an (h, w) image by least squares: the design, (h * w, 3) float64 (each pixel's
+    x, y and 1, row by row), and its pseudo-inverse (3, h * w), which gives the coefficients of the fit of
+    all the pixels as one product. Read-only, made once per shape (pictures of a kind share their shapes)."""
     ys, xs = np.mgrid[0:h, 0:w]
     design = np.stack([xs.ravel(), ys.ravel(), np.ones(h * w)], axis=1).astype(np.float64)
-    coef, *_ = np.linalg.lstsq(design, a.ravel().astype(np.float64), rcond=None)
-    slope = (design[:, :2] @ coef[:2]).reshape(h, w)
-    return (a - (slope - slope.mean())).astype(np.float32)
+    solver = np.linalg.pinv(design)
+    design.flags.writeable = solver.flags.writeable = False
+    return design, solver
+
+
+def _median(a: np.ndarray) -> float:
+    """``np.median`` of an array's values without its overhead, which dominates on the small arrays here."""
+    a = a.ravel()
+    k = a.size // 2
+    if a.size % 2:
+        return float(np.partition(a, k)[k])
+    low, high = np.partition(a, (k - 1, k))[k - 1 : k + 1]
+    return float((low + high) / 2)
 
 
 def _lighting(
@@ -805,8 +823,8 @@ def _above_noise(level: np.ndarray, inside: np.ndarray, ink: _Ink) -> np.ndarray
     paper = level[~inside][::3]  # a third is plenty for two medians
     floor = ink.floor
     if paper.size >= 16:
-        median = float(np.median(paper))
-        floor = median + _FLOOR_SIGMAS * _MAD_TO_SIGMA * float(np.median(np.abs(paper - median)))
+        median = _median(paper)
+        floor = median + _FLOOR_SIGMAS * _MAD_TO_SIGMA * _median(np.abs(paper - median))
     floor = min(floor, _FLOOR_OF_THRESHOLD * ink.threshold)
     soft = np.clip((level - np.float32(floor)) / np.float32(1.0 - floor), 0.0, 1.0)
     soft[~inside] = 0.0
