@@ -8,6 +8,7 @@ and how closely each 28x28 result matches the MNIST normalisation of the clean d
 from __future__ import annotations
 
 import io
+import pickle
 import struct
 import subprocess
 import sys
@@ -441,29 +442,36 @@ def test_bad_inputs_raise_a_clear_image_error(tmp_path: Path) -> None:
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
     png = encode(255 - digit(3))
-    cases: list[tuple[object, str]] = [
-        (tmp_path / "missing.png", "no such file"),
-        (tmp_path, "not a file"),
-        (empty, "empty"),
-        (text, "not an image"),
-        (b"", "empty"),
-        (png[: len(png) // 2], "truncated"),
-        (_png_header(100_000, 100_000), "absurd dimensions"),
-        (_png_header(8000, 8000), "more than the limit"),  # refused from the header: no data needed
-        (np.zeros((0, 5), np.uint8), "no pixels"),
-        (np.zeros((4, 4), np.int32), "dtype"),
-        (np.zeros((2, 4, 4, 3), np.uint8), "shape"),
-        (np.zeros((4, 4, 5), np.uint8), "shape"),
-        (np.full((4, 4), 2.0), "[0, 1]"),
-        (np.full((4, 4), np.nan), "[0, 1]"),
-        (12, "cannot read an image from a int"),
+    cases: list[tuple[object, str, str]] = [
+        (tmp_path / "missing.png", "no such file", "missing"),
+        (tmp_path, "not a file", "missing"),
+        (empty, "empty", "empty"),
+        (text, "not an image", "not_an_image"),
+        (b"", "empty", "empty"),
+        (png[: len(png) // 2], "truncated", "corrupt"),
+        (_png_header(100_000, 100_000), "absurd dimensions", "too_big"),
+        (_png_header(8000, 8000), "more than the limit", "too_big"),  # refused from the header: no data needed
+        (np.zeros((0, 5), np.uint8), "no pixels", "empty"),
+        (np.zeros((4, 4), np.int32), "dtype", "unsupported"),
+        (np.zeros((2, 4, 4, 3), np.uint8), "shape", "unsupported"),
+        (np.zeros((4, 4, 5), np.uint8), "shape", "unsupported"),
+        (np.full((4, 4), 2.0), "[0, 1]", "unsupported"),
+        (np.full((4, 4), np.nan), "[0, 1]", "unsupported"),
+        (12, "cannot read an image from a int", "unsupported"),
     ]
-    cases.append((Image.open(io.BytesIO(png[: len(png) // 2])), "truncated"))  # opened, not yet decoded
-    for src, message in cases:
-        with pytest.raises(ImageError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    cases.append((Image.open(io.BytesIO(png[: len(png) // 2])), "truncated", "corrupt"))  # opened, not yet decoded
+    for src, message, kind in cases:
+        with pytest.raises(ImageError, match=message.replace("[", r"\[").replace("]", r"\]")) as raised:
             load_image(src)  # type: ignore[arg-type]
-    with pytest.raises(ImageError, match="limit"):
+        assert raised.value.kind == kind, (message, raised.value.kind)
+    with pytest.raises(ImageError, match="limit") as raised:
         load_image(np.zeros((100, 100), np.uint8), max_pixels=5000)
+    assert raised.value.kind == "too_big"
+    # The kind survives a trip to another process (a pool of workers reading pictures).
+    copy = pickle.loads(pickle.dumps(raised.value))
+    assert (type(copy), str(copy), copy.kind) == (ImageError, str(raised.value), "too_big")
+    with pytest.raises(ValueError, match="kind"):
+        ImageError("what", "a kind nobody answers")
     assert issubclass(ImageError, ValueError)
 
 

@@ -55,7 +55,24 @@ class ModelFileError(DigitsError, ValueError):
 
 
 class ImageError(DigitsError, ValueError):
-    """A picture that cannot be read: not an image, an unsupported format, empty, or too big."""
+    """A picture that cannot be read: not an image, an unsupported format, empty, or too big.
+
+    ``kind`` says which, for a caller that answers each differently (the server's 4xx): "not_an_image" (no
+    format digits reads), "corrupt" (truncated, or not decodable as what it claims to be), "too_big" (over the
+    pixel limit), "empty" (no bytes, or no pixels), "unsupported" (a pixel mode, array shape or dtype digits
+    does not read) or "missing" (no such file).
+    """
+
+    KINDS = ("not_an_image", "corrupt", "too_big", "empty", "unsupported", "missing")
+
+    def __init__(self, message: str, kind: str = "corrupt") -> None:
+        if kind not in self.KINDS:
+            raise ValueError(f"ImageError kind must be one of {', '.join(self.KINDS)}, got {kind!r}")
+        super().__init__(message)
+        self.kind = kind
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # pickled across processes with its kind
+        return type(self), (str(self), self.kind)
 
 
 class ParityError(DigitsError):

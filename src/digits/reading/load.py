@@ -45,22 +45,25 @@ def load_image(src: ImageSource, *, max_pixels: int = MAX_PIXELS, notes: list[st
             return _from_pil(src, "the image", max_pixels, notes)
     if isinstance(src, (bytes, bytearray, memoryview)):
         if len(src) == 0:
-            raise ImageError("the image data is empty (0 bytes); send the contents of an image file")
+            raise ImageError("the image data is empty (0 bytes); send the contents of an image file", "empty")
         return _decode(io.BytesIO(src), "the image data", max_pixels, notes)
     if isinstance(src, (str, os.PathLike)):
         path = Path(src)
         if not path.exists():
             if path.is_symlink():
-                raise ImageError(f"{path} is a symbolic link that leads nowhere ({_dead_end(path)}); check the link")
-            raise ImageError(f"no such file: {path}; check the path")
+                raise ImageError(
+                    f"{path} is a symbolic link that leads nowhere ({_dead_end(path)}); check the link", "missing"
+                )
+            raise ImageError(f"no such file: {path}; check the path", "missing")
         if not path.is_file():
-            raise ImageError(f"{path} is not a file; give the path of an image file")
+            raise ImageError(f"{path} is not a file; give the path of an image file", "missing")
         if path.stat().st_size == 0:
-            raise ImageError(f"{path} is empty (0 bytes); it is not an image")
+            raise ImageError(f"{path} is empty (0 bytes); it is not an image", "empty")
         with path.open("rb") as f:
             return _decode(f, str(path), max_pixels, notes)
     raise ImageError(
-        f"cannot read an image from a {type(src).__name__}; pass a path, bytes, a PIL image or a numpy array"
+        f"cannot read an image from a {type(src).__name__}; pass a path, bytes, a PIL image or a numpy array",
+        "unsupported",
     )
 
 
@@ -111,21 +114,22 @@ def _decoding(name: str) -> Iterator[None]:
     except ImageError:
         raise
     except Image.DecompressionBombError as e:
-        raise ImageError(f"{name} declares absurd dimensions ({e}); send a smaller image") from e
+        raise ImageError(f"{name} declares absurd dimensions ({e}); send a smaller image", "too_big") from e
     except UnidentifiedImageError as e:
-        raise ImageError(f"{name} is not an image that can be read; send a {_FORMAT_NAMES} file") from e
+        raise ImageError(f"{name} is not an image that can be read; send a {_FORMAT_NAMES} file", "not_an_image") from e
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageError(f"{name} could not be decoded ({e}); the file is truncated or corrupt") from e
+        raise ImageError(f"{name} could not be decoded ({e}); the file is truncated or corrupt", "corrupt") from e
 
 
 def _check_size(size: tuple[int, int], name: str, max_pixels: int) -> None:
     w, h = size
     if w <= 0 or h <= 0:
-        raise ImageError(f"{name} has no pixels ({w}x{h}); send a non-empty image")
+        raise ImageError(f"{name} has no pixels ({w}x{h}); send a non-empty image", "empty")
     if w * h > max_pixels:
         raise ImageError(
             f"{name} is {w}x{h} pixels, more than the limit of {max_pixels:,}; shrink it first, or raise the "
-            "limit (--max-pixels on the command line, max_pixels= in Python)"
+            "limit (--max-pixels on the command line, max_pixels= in Python)",
+            "too_big",
         )
 
 
@@ -145,7 +149,7 @@ def _from_pil(im: Image.Image, name: str, max_pixels: int, notes: list[str]) -> 
     try:
         gray = im.convert("L")  # RGB, CMYK, YCbCr, palette and 1-bit all have a luma conversion
     except ValueError as e:
-        raise ImageError(f"{name} has pixel mode {mode!r}, which cannot be read; save it as RGB") from e
+        raise ImageError(f"{name} has pixel mode {mode!r}, which cannot be read; save it as RGB", "unsupported") from e
     return np.asarray(gray, dtype=np.float32) / np.float32(255.0)
 
 
@@ -171,7 +175,9 @@ def _scale_to_unit(a: np.ndarray) -> np.ndarray:
 
 def _from_array(a: np.ndarray, max_pixels: int) -> np.ndarray:
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 2, 3, 4)):
-        raise ImageError(f"unsupported array shape {a.shape}; expected (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA")
+        raise ImageError(
+            f"unsupported array shape {a.shape}; expected (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA", "unsupported"
+        )
     _check_size((a.shape[1], a.shape[0]), f"the array of shape {a.shape}", max_pixels)
     if a.dtype in (np.uint8, np.uint16):
         full = float(np.iinfo(a.dtype).max)
@@ -183,10 +189,13 @@ def _from_array(a: np.ndarray, max_pixels: int) -> np.ndarray:
         if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0.0 or hi > 1.0:
             raise ImageError(
                 f"float pixels must lie in [0, 1], got values in [{lo}, {hi}]; divide bytes by 255 "
-                "or pass the uint8 array itself"
+                "or pass the uint8 array itself",
+                "unsupported",
             )
     else:
-        raise ImageError(f"unsupported array dtype {a.dtype}; use uint8, uint16, bool or float in [0, 1]")
+        raise ImageError(
+            f"unsupported array dtype {a.dtype}; use uint8, uint16, bool or float in [0, 1]", "unsupported"
+        )
 
     def unit(channel: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(channel, dtype=np.float32) / np.float32(full)

@@ -35,13 +35,13 @@ def to_mnist(ink: np.ndarray, *, stroke: float | None = None) -> np.ndarray:
     half of them between 2.3 and 3.1. All-black input gives all-black output.
     """
     if ink.ndim != 2 or ink.size == 0:
-        raise ImageError(f"to_mnist expects a non-empty 2-D image, got shape {ink.shape}")
+        raise ImageError(f"to_mnist expects a non-empty 2-D image, got shape {ink.shape}", "unsupported")
     if ink.dtype == np.uint8:
         a = ink.astype(np.float32) / np.float32(PIXEL_SCALE)
     elif np.issubdtype(ink.dtype, np.floating) or ink.dtype == np.bool_:
         a = np.clip(ink.astype(np.float32), 0.0, 1.0)
     else:
-        raise ImageError(f"to_mnist expects uint8 or float in [0, 1], got {ink.dtype}")
+        raise ImageError(f"to_mnist expects uint8 or float in [0, 1], got {ink.dtype}", "unsupported")
     out = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     cropped = _crop_to_ink(a)
     if cropped is not None and stroke is not None:

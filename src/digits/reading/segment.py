@@ -213,7 +213,9 @@ def segment(
     whether they agreed, lighting, noise, threshold, shapes kept): what ``--debug-dir`` shows.
     """
     if gray.ndim != 2 or gray.size == 0 or not np.issubdtype(gray.dtype, np.floating):
-        raise ImageError(f"segment expects a (H, W) float image from load_image, got {gray.dtype} {gray.shape}")
+        raise ImageError(
+            f"segment expects a (H, W) float image from load_image, got {gray.dtype} {gray.shape}", "unsupported"
+        )
     gray = np.asarray(gray, dtype=np.float32)
     trace = {} if trace is None else trace
     ink = _find_ink(gray, dark, plane_light, trace)

@@ -39,7 +39,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
@@ -502,15 +502,17 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def _image_error(e: ImageError) -> ApiError:
-    """The 4xx for a picture digits.reading could not read, told by what stopped it (its message says the rest)."""
-    cause = e.__cause__
-    if cause is None or isinstance(cause, Image.DecompressionBombError):
-        # load_image's own checks raise with no cause: the pixel limit, or an image of no pixels at all (empty
-        # data never gets there: Service.gray refuses it first)
-        return ApiError(413, "too_many_pixels", str(e))
-    if isinstance(cause, UnidentifiedImageError):
-        return ApiError(415, "not_an_image", str(e))
-    return ApiError(422, "corrupt_image", str(e))
+    """The 4xx for a picture digits.reading could not read, told by its kind (its message says the rest)."""
+    status, code = _IMAGE_ERRORS.get(e.kind, (422, "corrupt_image"))
+    return ApiError(status, code, str(e))
+
+
+# ImageError.kind -> (status, code); any other kind (corrupt, no pixels at all) is 422 corrupt_image.
+_IMAGE_ERRORS = {
+    "too_big": (413, "too_many_pixels"),
+    "not_an_image": (415, "not_an_image"),
+    "unsupported": (415, "unsupported_image"),
+}
 
 
 def _corrections_off() -> ApiError:
