@@ -154,6 +154,17 @@ def test_a_model_with_tta_exports_its_shifts_too(tmp_path, mnist):
     assert np.abs(plain - expected).max() > 1e-3  # the shifts are in the file, not left behind
 
 
+def test_a_model_with_levels_exports_them_too(tmp_path, mnist):
+    torch.manual_seed(0)
+    model = create_model("fastnet", widths=[8, 8, 8], levels=True).eval()
+    path = export_onnx(model, tmp_path / "levels.onnx")
+    digits = mnist.test_images
+    images = np.concatenate([digits[:32], 255 - digits[32:64], 100 + digits[64:96] // 3])  # as given, negative, grey
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(to_model_input(images))).numpy()
+    np.testing.assert_allclose(onnx_logits(path, images), expected, atol=1e-4, rtol=0)
+
+
 def test_export_never_writes_over_the_model_or_an_existing_file_unless_forced(model_dir, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from digits.models import count_parameters, create_model, list_models, model_options, summary
-from digits.models.layers import TTA_SHIFTS, ShiftAverage, dct_filters, shift_images
+from digits.models.layers import TTA_SHIFTS, Levels, ShiftAverage, dct_filters, shift_images
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -149,3 +149,28 @@ def test_tta_is_an_option_of_every_model():
     assert count_parameters(create_model("seed", tta=True)) == count_parameters(create_model("seed"))
     with pytest.raises(ValueError, match="tta must be true or false"):
         create_model("fastnet", tta="yes")
+
+
+def test_levels_sets_any_lighting_and_polarity_as_mnists(mnist):
+    digits = torch.from_numpy(mnist.test_images[:200].copy()).float().div(255).unsqueeze(1)
+    levels = Levels()
+    as_given = levels(digits)
+    assert as_given.shape == digits.shape and as_given.dtype == digits.dtype
+    assert (as_given - digits).abs().mean() < 0.002  # an MNIST digit passes (nearly) unchanged
+    for name, seen in {
+        "negative": 1.0 - digits,
+        "on grey paper": 0.5 + 0.4 * digits,
+        "low contrast": 0.3 + 0.15 * digits,
+        "dark ink on light grey": 0.85 - 0.5 * digits,
+    }.items():
+        torch.testing.assert_close(levels(seen), as_given, atol=2e-3, rtol=0, msg=name)
+    blank = torch.full((2, 1, 28, 28), 0.7)
+    assert torch.equal(levels(blank), torch.zeros_like(blank))  # no ink: all background, no division by zero
+
+
+def test_fastnet_levels_option_puts_levels_first_and_trains_nothing_in_it():
+    plain, leveled = create_model("fastnet"), create_model("fastnet", levels=True)
+    assert isinstance(leveled[0], Levels) and not isinstance(plain[0], Levels)
+    assert count_parameters(leveled) == count_parameters(plain)
+    x = torch.rand(4, 1, 28, 28)
+    torch.nn.functional.cross_entropy(leveled(x), torch.arange(4)).backward()  # the sort passes gradients on

@@ -77,6 +77,33 @@ class ShiftAverage(nn.Module):
         return torch.logsumexp(log_p, dim=0) - math.log(len(TTA_SHIFTS))
 
 
+class Levels(nn.Module):
+    """Sets a picture's levels as MNIST's before the network sees it: background 0, ink rising to 1.
+
+    Per image, from its sorted pixels: the background is the median (a digit covers a fifth of its picture),
+    the ink is whichever of the 1st and 99th percentiles lies farther from it (dark ink on a light page is
+    turned negative), and the levels are stretched so that the background goes to 0 and that ink to 1,
+    clipped to [0, 1]. An MNIST digit (background 0, ink 1) passes unchanged; the same digit on a grey or
+    light page, at low contrast or negative comes out as it. Nothing in it is trained. Sorting exports to
+    ONNX (TopK), so the shipped ONNX file does the same.
+    """
+
+    LOW, HIGH = 0.01, 0.99  # the percentiles the ink is looked for at
+    MIN_CONTRAST = 0.05  # a picture whose ink is fainter than this is stretched by at most 1 / MIN_CONTRAST
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        ordered = flat.sort(dim=1).values
+        n = ordered.shape[1]
+        low, mid, high = (ordered[:, round(q * (n - 1))] for q in (self.LOW, 0.5, self.HIGH))
+        dark = (mid - low) > (high - mid)  # the ink is darker than the background
+        ink = torch.where(dark, low, high)
+        span = (ink - mid).abs().clamp_min(self.MIN_CONTRAST)
+        sign = torch.where(dark, -1.0, 1.0).to(x.dtype)
+        scale = (sign / span).view(-1, *([1] * (x.dim() - 1)))
+        return ((x - mid.view_as(scale)) * scale).clamp(0.0, 1.0)
+
+
 class FlattenHWC(nn.Module):
     """Flatten (B, C, H, W) in height-width-channel order, as Keras flattens its NHWC tensors.
 
