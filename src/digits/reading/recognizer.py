@@ -59,8 +59,9 @@ _DOUBTED_LIGHTING = 0.5
 # and 1.5; at the earlier 0.7 and 1.0, 68%).
 _SHAPE_LIMIT = 1.5
 _PAGE = "the page found"  # the way that reads inside a page found
-# A shape is cut in two when both halves are read with this much more confidence than the whole.
-_CUT_MARGIN = 0.05
+# A shape is cut in two when the less trusted of its halves is this many times less likely to be wrong than the
+# whole (chances of being wrong: 1 - calibrated confidence).
+_CUT_ODDS = 0.05
 # A picture with at least this many shapes, most of them doubtful, is read as texture, not writing.
 _TEXTURE_SHAPES = 4
 
@@ -240,32 +241,34 @@ class Recognizer:
 
     def _cut_narrow_pairs(self, prepared: Prepared, trace: Trace) -> Prepared:
         """Each glyph offered cuts in two (:meth:`Glyph.cuts`: wider than 0.8 of its height) becomes the two
-        halves of its best cut when both are digits (neither marked uncertain) read with more confidence than
-        the whole by _CUT_MARGIN; the best cut is the one whose less trusted half is trusted most. "17" or
-        "50" touching are as narrow as some single digits, and only the model can tell them apart. Chosen on
-        the dev halves of benchmarks/reading_sets.py, read as numbers: touching pairs 82% right uncut, 87%
-        with one cut at the thinnest column, 90% with candidate cuts; single digits and photographed numbers
-        lose 0-0.7 point against never cutting (rules tried: least confidence or product of the halves,
-        margins 0-0.2, the whole's confidence zeroed when doubted or not, least widths 0.8-1.1).
+        halves of its best cut when both are digits (neither marked uncertain) and the less trusted half is
+        _CUT_ODDS times less likely to be wrong than the whole; the best cut is the one whose less trusted half
+        is trusted most. "17" or "50" touching are as narrow as some single digits, and only the model can tell
+        them apart. Chances of being wrong, not confidences, are compared: a "31" read whole as a 3 with 0.99
+        and cut into a 3 and a 1 each read with 0.9995 is a pair, which no margin on the confidence itself
+        could tell (at 0.99 the whole leaves no room above it). Chosen on the dev halves of
+        benchmarks/reading_sets.py, read as numbers, against the margin rule it replaced (cut when both halves
+        beat the whole's confidence by 0.05): touching pairs 91.8% -> 93.5% exact, and every set of single
+        digits read as a number as well or better (odds of 0.02-0.2 were tried; benchmarks/README.md).
         One model call for the wholes, one for the candidates of those that could be beaten.
         """
         offered = [g for g in prepared.glyphs if g.cutter is not None]
         wholes = self.classify(np.stack([g.image for g in offered])) if offered else []
-        # A whole read with more confidence than 1 - _CUT_MARGIN cannot be beaten: its cuts are not cut out.
-        candidates = {id(g): g.cuts() for g, w in zip(offered, wholes) if w.confidence + _CUT_MARGIN < 1.0}
+        # Chances of being wrong that a pair must beat; a whole read with certainty cannot be beaten.
+        to_beat = {id(g): _CUT_ODDS * (1.0 - w.confidence) for g, w in zip(offered, wholes)}
+        candidates = {id(g): g.cuts() for g in offered if to_beat[id(g)] > 0.0}
         images = [h.image for pairs in candidates.values() for pair in pairs for h in pair]
         found = iter(self.classify(np.stack(images)) if images else [])
-        trusted = {id(g): w.confidence + _CUT_MARGIN for g, w in zip(offered, wholes)}
         glyphs: list[Glyph] = []
         cut = 0
         for g in prepared.glyphs:
-            best, best_score = None, trusted.get(id(g), 0.0)
+            best, best_score = None, 0.0
             for pair in candidates.get(id(g), ()):
                 left, right = next(found), next(found)
                 score = min(left.confidence, right.confidence)
                 if not (left.uncertain or right.uncertain) and score > best_score:
                     best, best_score = pair, score
-            if best is None:
+            if best is None or 1.0 - best_score >= to_beat[id(g)]:
                 glyphs.append(g)
             else:
                 glyphs.extend(best)
