@@ -34,6 +34,9 @@ _EDGE_BAND = 3  # pixels of the copy on either side of the page's outline
 _INSET = 0.01
 # Straightened pages are at most this many pixels (a big photo's page is shrunk: digits need far fewer).
 _MAX_PAGE_PIXELS = 4_000_000
+# A picture under this many pixels on its short side is a digit's crop (MNIST's are 28), not a page in view: a
+# filled 0 would pass for one.
+_MIN_PICTURE_SIDE = 48
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,6 +71,8 @@ def find_page(gray: np.ndarray) -> Page | None:
     """The page in ``gray`` ((H, W) float32 in [0, 1]), or None when no light convex region on a darker
     surround is big enough to be one."""
     H, W = gray.shape
+    if min(H, W) < _MIN_PICTURE_SIDE:
+        return None
     f = min(1.0, _FIND_SIDE / max(H, W))
     small = cv2.resize(gray, (max(1, round(W * f)), max(1, round(H * f))), interpolation=cv2.INTER_AREA)
     if min(small.shape) < 16:
