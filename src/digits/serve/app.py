@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import io
 import json
 import logging
 import os
@@ -34,12 +33,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import cv2
 import numpy as np
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
@@ -550,9 +549,10 @@ def _png_base64(image28: np.ndarray | None) -> str | None:
     """A 28x28 uint8 digit as a base64 PNG (what a browser shows with data:image/png;base64,...)."""
     if image28 is None:
         return None
-    out = io.BytesIO()
-    Image.fromarray(image28, mode="L").save(out, format="PNG")
-    return base64.b64encode(out.getvalue()).decode("ascii")
+    ok, png = cv2.imencode(".png", image28)  # half the time of Pillow's encoder on so small a picture
+    if not ok:
+        raise ValueError(f"could not encode a {image28.dtype} {image28.shape} digit as PNG")
+    return base64.b64encode(png.tobytes()).decode("ascii")
 
 
 def _limits(config: ServeConfig) -> dict[str, Any]:
