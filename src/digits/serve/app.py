@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import hashlib
 import json
 import logging
@@ -166,6 +167,7 @@ class Service:
             _warm(self.recognizer)
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="digits-infer")
         self.model = _describe_model(self.recognizer)
+        gc.freeze()  # what start-up made lives as long as the worker: later collections need not walk it
         self.ready = True
         log.info("worker %d: %s ready (%d threads)", os.getpid(), self.model.get("name"), threads)
         if self.adapter is not None:
