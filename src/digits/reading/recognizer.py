@@ -59,8 +59,8 @@ _DOUBTED_LIGHTING = 0.5
 # and 1.5; at the earlier 0.7 and 1.0, 68%).
 _SHAPE_LIMIT = 1.5
 _PAGE = "the page found"  # the way that reads inside a page found
-# A shape is cut in two when the less trusted of its halves is this many times less likely to be wrong than the
-# whole (chances of being wrong: 1 - calibrated confidence).
+# A shape is cut in two when the less trusted of its halves is at most this share as likely to be wrong as the
+# whole (chances of being wrong: 1 - calibrated confidence; 0.05: twenty times less likely).
 _CUT_ODDS = 0.05
 # ... and a whole read with at least this confidence is kept without trying its cuts: on the dev sets no pair was
 # cut from a whole above 0.998, and trying every wide shape's cuts made a read of a photo 1.5 times as slow.
@@ -244,9 +244,9 @@ class Recognizer:
 
     def _cut_narrow_pairs(self, prepared: Prepared, trace: Trace) -> Prepared:
         """Each glyph offered cuts in two (:meth:`Glyph.cuts`: wider than 0.8 of its height) becomes the two
-        halves of its best cut when both are digits (neither marked uncertain) and the less trusted half is
-        _CUT_ODDS times less likely to be wrong than the whole; the best cut is the one whose less trusted half
-        is trusted most. "17" or "50" touching are as narrow as some single digits, and only the model can tell
+        halves of its best cut when both are digits (neither marked uncertain) and the less trusted half's chance
+        of being wrong is under _CUT_ODDS of the whole's; the best cut is the one whose less trusted half is
+        trusted most. "17" or "50" touching are as narrow as some single digits, and only the model can tell
         them apart. Chances of being wrong, not confidences, are compared: a "31" read whole as a 3 with 0.99
         and cut into a 3 and a 1 each read with 0.9995 is a pair, which no margin on the confidence itself
         could tell (at 0.99 the whole leaves no room above it). Chosen on the dev halves of
