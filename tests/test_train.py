@@ -607,3 +607,20 @@ def test_a_checkpoint_that_holds_code_is_refused_without_torchs_unsafe_advice(tm
     with pytest.raises(ModelFileError, match="truncated or damaged") as caught:
         TrainState.load(tmp_path / "cut.pt")
     assert "weights_only" not in str(caught.value)
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    from datetime import datetime
+
+    from digits.train.report import default_run_dir
+
+    monkeypatch.chdir(tmp_path)
+    now, cfg = datetime(2026, 12, 6, 9, 30, 0), get_preset("fast")
+    first = default_run_dir("fast", cfg, now)
+    assert first == Path("runs/20261206-093000-fast-fastnet-s0")
+    first.mkdir(parents=True)
+    second = default_run_dir("fast", cfg, now)
+    assert second == Path("runs/20261206-093000-fast-fastnet-s0-2")
+    second.mkdir()
+    assert default_run_dir("fast", cfg, now).name.endswith("-s0-3")
+    assert default_run_dir("fast", cfg, datetime(2026, 12, 6, 9, 30, 1)).name == "20261206-093001-fast-fastnet-s0"

@@ -156,9 +156,15 @@ def run_record(model: str | Path) -> tuple[Path, dict[str, Any]]:
 
 
 def default_run_dir(preset: str | None, config: TrainConfig, now: datetime | None = None) -> Path:
-    """``runs/<time>-<preset>-<model>-s<seed>``: a new name for every run started a second apart or more."""
+    """``runs/<time>-<preset>-<model>-s<seed>``, or with ``-2``, ``-3``, ... when a run started in the same second
+    already has that name (a script that starts several runs at once)."""
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
-    return RUNS_DIR / f"{stamp}-{preset}-{config.model}-s{config.seed}"
+    name = f"{stamp}-{preset}-{config.model}-s{config.seed}"
+    path, n = RUNS_DIR / name, 1
+    while path.exists():
+        n += 1
+        path = RUNS_DIR / f"{name}-{n}"
+    return path
 
 
 def link_latest(run_dir: Path) -> Path | None:
