@@ -174,3 +174,5 @@ def test_fastnet_levels_option_puts_levels_first_and_trains_nothing_in_it():
     assert count_parameters(leveled) == count_parameters(plain)
     x = torch.rand(4, 1, 28, 28)
     torch.nn.functional.cross_entropy(leveled(x), torch.arange(4)).backward()  # the sort passes gradients on
+    with pytest.raises(ValueError, match="levels must be true or false"):
+        create_model("fastnet", levels="maybe")

@@ -113,6 +113,8 @@ def fastnet(
     check_rate("dropout", dropout)
     if stem not in STEMS:
         raise ConfigError(f"unknown stem {stem!r}; choose one of: {', '.join(STEMS)}")
+    if not isinstance(levels, bool):
+        raise ConfigError(f"model option levels must be true or false, got {levels!r}")
     if len(widths) != 3 or not all(isinstance(w, int) and w > 0 for w in widths):
         raise ConfigError(f"widths must be three positive channel counts such as [16, 32, 64], got {widths!r}")
     c1, c2, c3 = widths
