@@ -19,6 +19,7 @@ from digits.train.augment import (
     _Random,
     _sampling_grid,
     augment,
+    augment_pair,
 )
 from digits.train.config import AugmentConfig, format_augment, parse_augment
 
@@ -362,6 +363,28 @@ def test_outline_hollows_a_solid_stroke():
 # --- randomness, dtypes, devices ----------------------------------------------------------------
 
 
+def test_the_pair_is_the_shape_changes_alone_and_then_everything():
+    x = digit_like(64)
+    marks_only = dataclasses.replace(FULL, rotate=0, scale=0, shift=0, shear=0, elastic=0, fill=0, lowres=0, stroke=0)
+    shaped, augmented = augment_pair(x, marks_only, torch.Generator().manual_seed(0))
+    assert torch.equal(shaped, x)  # no change of shape asked for: the clean picture is the input
+    assert not torch.equal(augmented, x)
+    # augment is the pair's second half, drawn the same way.
+    shaped, augmented = augment_pair(x, FULL, torch.Generator().manual_seed(1))
+    assert torch.equal(augmented, augment(x, FULL, torch.Generator().manual_seed(1)))
+    assert not torch.equal(shaped, x) and not torch.equal(shaped, augmented)
+
+
+def test_clean_keeps_its_share_of_pictures_free_of_marks():
+    x = digit_like(2000)
+    shaped, augmented = augment_pair(x, dataclasses.replace(FULL, clean=0.3), torch.Generator().manual_seed(0))
+    kept = (shaped == augmented).flatten(1).all(dim=1).float().mean().item()
+    assert 0.25 < kept < 0.35, kept
+    _, everything = augment_pair(x, dataclasses.replace(FULL, clean=1.0), torch.Generator().manual_seed(0))
+    assert torch.equal(everything, augment_pair(x, FULL, torch.Generator().manual_seed(0))[0])
+    assert not AugmentConfig(clean=1.0).enabled  # a share of nothing changes nothing
+
+
 def test_same_seed_same_output_different_seed_different_output():
     x = digit_like(32)
     a = augment(x, FULL, torch.Generator().manual_seed(7))
@@ -453,6 +476,7 @@ def test_flips_warn_and_nothing_else_does():
         ({"impulse": 1.1}, "impulse"),
         ({"scatter": 2}, "scatter"),
         ({"outline": -1}, "outline"),
+        ({"clean": 1.5}, "clean"),
         ({"rotate": float("nan")}, "rotate"),
         ({"hflip": 1}, "hflip"),
     ],

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
 
+import digits.train.loop as train_loop
 from digits.reading import Recognizer
-from digits.train.config import get_preset, override
-from digits.train.loop import OUTLIER, OUTLIER_WEIGHT, _outlier_exposure_loss, fit
+from digits.train.config import TrainConfig, get_preset, override, parse_augment
+from digits.train.loop import OUTLIER, OUTLIER_WEIGHT, _loss, fit
 from digits.train.outliers import LETTERS, outlier_images
 
 
@@ -21,6 +23,10 @@ def test_outlier_images_are_mnist_like_deterministic_and_varied():
     assert (a.reshape(200, -1).max(axis=1) == 255).all()  # every one has ink, stretched like MNIST's strokes
     assert len({x.tobytes() for x in a}) == 200
     assert not set(LETTERS) & set("OIlSZBGqgbD0123456789")  # nothing often written like a digit
+
+
+def _outlier_exposure_loss(logits: torch.Tensor, y: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    return _loss(logits, y, TrainConfig(outliers=1, label_smoothing=label_smoothing), None)
 
 
 def test_the_outlier_term_is_least_at_the_uniform_distribution():
@@ -51,3 +57,45 @@ def test_training_with_outliers_lowers_the_confidence_on_them(mnist, tmp_path):
         recognizer = Recognizer.load(tmp_path / name, backend="torch", shape_check=False, threshold=0.7)
         flagged[name] = np.mean([p.uncertain for p in recognizer.classify(held_out)])
     assert flagged["oe"] > flagged["plain"] + 0.08, flagged  # 52% -> 65% in one short epoch
+
+
+def test_a_teacher_takes_its_share_of_each_digits_loss_and_none_of_an_outliers():
+    logits = torch.tensor([[2.0, 0.0, -1.0] + [0.0] * 7, [0.0] * 10])
+    y = torch.tensor([0, OUTLIER])
+    taught = torch.full((2, 10), 0.1)
+    log_p = torch.log_softmax(logits, dim=1)
+    cfg = TrainConfig(outliers=1, teacher="teacher.safetensors", distill=0.25)
+    digit = 0.75 * -log_p[0, 0] + 0.25 * -(taught[0] * log_p[0]).sum()
+    outlier = OUTLIER_WEIGHT * -log_p[1].mean()
+    assert _loss(logits, y, cfg, taught).item() == pytest.approx(((digit + outlier) / 2).item(), rel=1e-6)
+    # All of it from the teacher: the label no longer counts.
+    only = TrainConfig(teacher="teacher.safetensors", distill=1.0)
+    assert _loss(logits[:1], torch.tensor([5]), only, taught[:1]).item() == pytest.approx(
+        -(taught[0] * log_p[0]).sum().item(), rel=1e-6
+    )
+
+
+def test_a_run_learns_from_a_teacher_on_the_clean_pictures(mnist, tmp_path, monkeypatch):
+    base = override(get_preset("fast"), train_limit=4000, val_split=0.1, threads=1, model_options={"tta": False})
+    teacher = fit(base, tmp_path / "teacher", data=mnist, progress=False, log=lambda _: None)
+    shown: list[torch.Tensor] = []  # what the teacher was given
+    real = train_loop._teacher
+
+    def watched(*args, **kwargs):
+        network = real(*args, **kwargs)
+        network.register_forward_hook(lambda _module, inputs, _output: shown.append(inputs[0].detach().clone()))
+        return network
+
+    monkeypatch.setattr(train_loop, "_teacher", watched)
+    lines: list[str] = []
+    cfg = override(
+        base, teacher=str(teacher.dir), distill=0.5, augment=parse_augment("rotate=10,lines=0.5,impulse=0.1")
+    )
+    run = fit(cfg, tmp_path / "student", data=mnist, progress=False, log=lines.append)
+    assert any(line.startswith(f"learning from {teacher.dir}") for line in lines), lines
+    assert sum(len(x) for x in shown) == 3600  # every training picture, once
+    # Rotated but never marked: salt and pepper would have lit the top row of almost every picture.
+    top_rows = torch.cat(shown)[:, 0, 0, :]
+    assert (top_rows.amax(dim=1) < 0.5).float().mean() > 0.99
+    assert run.test.accuracy > 0.9
+    assert json.loads((run.dir / "run.json").read_text())["config"]["teacher"] == str(teacher.dir)

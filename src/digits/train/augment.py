@@ -28,7 +28,7 @@ from torch import Tensor
 
 from digits.train.config import AugmentConfig  # what to apply: with the other configs, so the CLI reads it torch-free
 
-__all__ = ["augment"]
+__all__ = ["augment", "augment_pair"]
 
 # Random erasing: the erased area is this fraction of the image, its aspect ratio (h / w) is drawn
 # log-uniformly in [ERASE_RATIO, 1 / ERASE_RATIO]. Values from Zhong et al. 2017, "Random Erasing Data
@@ -70,54 +70,75 @@ def augment(x: Tensor, cfg: AugmentConfig, generator: torch.Generator | None = N
     input) outside any autocast region, then cast back. Random numbers come from ``generator``
     (either on x's device or on the CPU) or, when it is None, from torch's default generator.
     """
+    return augment_pair(x, cfg, generator)[1]
+
+
+def augment_pair(x: Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """``(shaped, augmented)``: the batch given only the changes of shape (fill, geometry, low resolution,
+    stroke), and the same pictures with the rest drawn on them too (outlines, scatter, blur, lines, lighting,
+    erasing, noise, salt and pepper; none of it on a share ``cfg.clean`` of them). What :func:`augment` returns
+    is the second; the first is the clean picture of the same digit, for a teacher to look at."""
     if x.dim() != 4:
         raise ValueError(f"augment expects a (B, C, H, W) batch, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"augment expects a floating point batch in [0, 1], got {x.dtype}")
     if not cfg.enabled or x.shape[0] == 0:
-        return x
-    batch, _, height, width = x.shape
+        return x, x
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     rng = _Random(generator, x.device, dtype)
     # Autocast would run the matmuls below in bf16; pixel coordinates need float32.
     with torch.autocast(device_type=x.device.type, enabled=False):
-        out = x.to(dtype)
-        if cfg.fill:
-            out = _random_fill(out, cfg.fill, rng)
-        if cfg.geometric:
-            theta = _random_theta(cfg, batch, height, width, rng)  # (B, 2, 3)
-            displacement = None
-            if cfg.elastic:
-                displacement = _elastic_displacement(batch, height, width, cfg.elastic, cfg.elastic_sigma, rng)
-            out = F.grid_sample(
-                out,
-                _sampling_grid(theta, height, width, displacement),
-                mode="bilinear",
-                padding_mode="zeros",
-                align_corners=False,
-            )  # (B, C, H, W)
-        if cfg.lowres:
-            out = _random_lowres(out, cfg.lowres, rng)
-        if cfg.stroke:
-            out = _random_stroke(out, cfg.stroke, rng)
-        if cfg.outline:
-            out = _random_outline(out, cfg.outline, rng)
-        if cfg.scatter:
-            out = _random_scatter(out, cfg.scatter, rng)
-        if cfg.blur:
-            out = _random_blur(out, cfg.blur, rng)
-        if cfg.lines:
-            out = _random_lines(out, cfg.lines, rng)
-        if cfg.lighting:
-            out = _random_lighting(out, cfg.lighting, rng)
-        if cfg.erase:
-            out = _random_erase(out, cfg.erase, rng)
-        if cfg.noise:
-            out = (out + cfg.noise * rng.normal(out.shape)).clamp_(0.0, 1.0)
-        if cfg.impulse:
-            out = _random_impulse(out, cfg.impulse, rng)
+        shaped = _shape(x.to(dtype), cfg, rng)
+        out = _marks(shaped, cfg, rng)
+        if cfg.clean:
+            out = _chosen(out, shaped, cfg.clean, rng)
     # empty_like keeps x's strides (channels_last stays channels_last), copy_ casts back to x.dtype.
-    return torch.empty_like(x).copy_(out)
+    return torch.empty_like(x).copy_(shaped), torch.empty_like(x).copy_(out)
+
+
+def _shape(out: Tensor, cfg: AugmentConfig, rng: _Random) -> Tensor:
+    """The changes of shape: what another writer, pen or scanner makes of the same digit."""
+    batch, _, height, width = out.shape
+    if cfg.fill:
+        out = _random_fill(out, cfg.fill, rng)
+    if cfg.geometric:
+        theta = _random_theta(cfg, batch, height, width, rng)  # (B, 2, 3)
+        displacement = None
+        if cfg.elastic:
+            displacement = _elastic_displacement(batch, height, width, cfg.elastic, cfg.elastic_sigma, rng)
+        out = F.grid_sample(
+            out,
+            _sampling_grid(theta, height, width, displacement),
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=False,
+        )  # (B, C, H, W)
+    if cfg.lowres:
+        out = _random_lowres(out, cfg.lowres, rng)
+    if cfg.stroke:
+        out = _random_stroke(out, cfg.stroke, rng)
+    return out
+
+
+def _marks(out: Tensor, cfg: AugmentConfig, rng: _Random) -> Tensor:
+    """What a picture does to a digit on top of its shape: outlines, scatter, blur, marks, lighting, noise."""
+    if cfg.outline:
+        out = _random_outline(out, cfg.outline, rng)
+    if cfg.scatter:
+        out = _random_scatter(out, cfg.scatter, rng)
+    if cfg.blur:
+        out = _random_blur(out, cfg.blur, rng)
+    if cfg.lines:
+        out = _random_lines(out, cfg.lines, rng)
+    if cfg.lighting:
+        out = _random_lighting(out, cfg.lighting, rng)
+    if cfg.erase:
+        out = _random_erase(out, cfg.erase, rng)
+    if cfg.noise:
+        out = (out + cfg.noise * rng.normal(out.shape)).clamp_(0.0, 1.0)
+    if cfg.impulse:
+        out = _random_impulse(out, cfg.impulse, rng)
+    return out
 
 
 class _Random:

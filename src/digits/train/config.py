@@ -38,10 +38,11 @@ _FLOAT_FIELDS = (
     "impulse",
     "scatter",
     "outline",
+    "clean",
 )
 _BOOL_FIELDS = ("hflip", "vflip")
 # The fields that change pixels rather than where they are.
-_PIXEL_FIELDS = _FLOAT_FIELDS[_FLOAT_FIELDS.index("fill") :]
+_PIXEL_FIELDS = _FLOAT_FIELDS[_FLOAT_FIELDS.index("fill") : _FLOAT_FIELDS.index("clean")]
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -69,6 +70,9 @@ class AugmentConfig:
     impulse: float = 0.0  # most share of pixels set to black or white (salt and pepper), uniform per image
     scatter: float = 0.0  # probability of each pixel taken from a random neighbour up to 2 px away (frosted glass)
     outline: float = 0.0  # probability of the strokes replaced (partly) by their outlines
+    # Share of pictures kept clean: given the changes of shape above (geometry, fill, lowres, stroke) and none of
+    # the marks, noise, blur, erasing or lighting, so the network also sees every digit as a clean picture shows it.
+    clean: float = 0.0
     hflip: bool = False  # mirror left-right with probability 1/2: changes which digit an image shows
     vflip: bool = False  # mirror top-bottom with probability 1/2: same caveat
 
@@ -99,7 +103,7 @@ class AugmentConfig:
             (0.0 <= self.blur <= 1.0, f"blur is a probability and must be in [0, 1], got {self.blur}"),
             *(
                 (0.0 <= getattr(self, name) <= 1.0, f"{name} must be in [0, 1], got {getattr(self, name)}")
-                for name in ("lighting", "lines", "impulse", "scatter", "outline")
+                for name in ("lighting", "lines", "impulse", "scatter", "outline", "clean")
             ),
         ]
         for ok, message in checks:
@@ -196,6 +200,9 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     captures: int = 0
     outliers: int = 0
+    # a trained model whose answers on the clean pictures are learned too (knowledge distillation)
+    teacher: str = ""
+    distill: float = 0.0
     # optimisation
     epochs: int = 10
     batch_size: int = 32
@@ -241,6 +248,8 @@ class TrainConfig:
             (self.lr > 0, "lr must be positive"),
             (0.0 <= self.ema < 1.0, "ema must be in [0, 1)"),
             (0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)"),
+            (0.0 <= self.distill <= 1.0, "distill must be in [0, 1]"),
+            (not self.distill or bool(self.teacher), "distill needs a teacher (a run directory or .safetensors)"),
             (0.0 <= self.target_accuracy <= 1.0, "target_accuracy must be in [0, 1]"),
             (
                 min(self.patience, self.train_limit, self.eval_every, self.captures, self.outliers) >= 0,
@@ -306,6 +315,9 @@ FIELD_HELP = {
     "stay MNIST's own",
     "outliers": "non-digit shapes (letters, symbols, scribbles) trained towards the uniform distribution "
     "(outlier exposure), so the model doubts what is not a digit",
+    "teacher": "a trained model (run directory or .safetensors) whose probabilities for each digit's clean picture "
+    "(its shape changes, none of augment's marks, noise, blur or lighting) are learned too",
+    "distill": "weight of the teacher's probabilities in the loss of each digit, against its label's (0: no teacher)",
     "epochs": "passes over the training set",
     "batch_size": "training images per step",
     "optimizer": "the optimizer",

@@ -36,7 +36,7 @@ from digits.models import count_parameters, create_model
 from digits.models.inference import as_model_input, predict_logits
 from digits.models.layers import ShiftAverage
 from digits.spec import CHECKPOINT_NAME, META_NAME, WEIGHTS_NAME
-from digits.train.augment import augment
+from digits.train.augment import augment_pair
 from digits.train.checkpoint import Best, TrainState
 from digits.train.config import TrainConfig
 from digits.train.distributed import (
@@ -108,6 +108,7 @@ def fit(
         # The whole training set lives on the device as one float tensor: (N, 1, 28, 28), no loader, no workers.
         train = as_model_input(train_x, channels_last=cfg.channels_last).to(device), train_y.to(device)
         model, optimizer, ema = _build(state, device)
+        teacher = _teacher(cfg, device, log)
         broadcast_parameters(model, world)  # equal already (same seed or checkpoint); made sure, as DDP does
         if state.epoch:
             log(f"resuming {out_dir} after epoch {state.epoch}/{cfg.epochs}")
@@ -119,7 +120,19 @@ def fit(
             log(_describe_world(cfg, world, device, len(val_x)))
         eval_model = ema if ema is not None else model  # what validation (and the final choice) looks at
         stopped = _train_epochs(
-            state, model, optimizer, ema, eval_model, train, (val_x, val_y), out_dir, progress, log, world, on_epoch
+            state,
+            model,
+            optimizer,
+            ema,
+            eval_model,
+            train,
+            (val_x, val_y),
+            out_dir,
+            progress,
+            log,
+            world,
+            on_epoch,
+            teacher,
         )
         return _finish(state, eval_model, (val_x, val_y), data, device, out_dir, stopped, log, world, test)
 
@@ -357,6 +370,7 @@ def _train_epochs(
     log: Log,
     world: World = SINGLE,
     on_epoch: EpochCallback | None = None,
+    teacher: nn.Module | None = None,
 ) -> str:
     """Train from ``state.epoch`` to the last epoch, checkpointing each; returns why it stopped early, or ""."""
     cfg = state.config
@@ -375,7 +389,9 @@ def _train_epochs(
         t0 = time.perf_counter()
         update = bar.start(epoch + 1, cfg.epochs, steps_per_epoch, cfg.batch_size)
         lr = cfg.lr * lr_factor(cfg, optimizer.steps, steps_per_epoch)  # at the epoch's first step
-        train_loss, train_acc, seen = train_one_epoch(model, optimizer, x, y, cfg, epoch, ema, update, check, world)
+        train_loss, train_acc, seen = train_one_epoch(
+            model, optimizer, x, y, cfg, epoch, ema, update, check, world, teacher
+        )
         if not math.isfinite(train_loss):
             raise RunError(_diverged(train_loss, epoch + 1, cfg, state.epoch, out_dir))
         for net in (model, ema):  # the ranks' batchnorm statistics differ: evaluate and save their mean
@@ -510,25 +526,23 @@ def _rank_seed(seed: int, epoch: int, rank: int) -> int:
     return _epoch_seed(seed, epoch) + rank * 1_000_000_007
 
 
-def gradient_function(model: nn.Module, cfg: TrainConfig, device: torch.device) -> Callable[[Tensor, Tensor], Grads]:
-    """``grads(x, y) -> (loss, logits)`` that leaves d(loss)/d(parameters) in each ``p.grad``.
+def gradient_function(model: nn.Module, cfg: TrainConfig, device: torch.device) -> Callable[..., Grads]:
+    """``grads(x, y[, taught]) -> (loss, logits)`` that leaves d(loss)/d(parameters) in each ``p.grad`` (``taught``:
+    a teacher's probabilities, with ``cfg.distill``; see :func:`_loss`).
 
     Autograd for every model, except on the CPU (digits.train.fast.fused, same gradients in fewer operations): the
     seed network's whole pass is hand-written, and fastnet's stride-2 stem runs in a C kernel.
     """
     fused = cfg.fused and device.type == "cpu"
     net = model.net if isinstance(model, ShiftAverage) else model  # the same function while training
-    if fused and seed_layers(net) is not None and not cfg.outliers:
+    if fused and seed_layers(net) is not None and not cfg.outliers and not cfg.distill:
         return SeedGradients(net, cfg.precision, cfg.label_smoothing)
     forward = (stem_forward(net, cfg.precision) if fused else None) or model
 
-    def grads(xb: Tensor, yb: Tensor) -> Grads:
+    def grads(xb: Tensor, yb: Tensor, taught: Tensor | None = None) -> Grads:
         with _autocast(device, cfg.precision):
             logits = forward(xb)
-        if cfg.outliers:
-            loss = _outlier_exposure_loss(logits.float(), yb, cfg.label_smoothing)
-        else:
-            loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+        loss = _loss(logits.float(), yb, cfg, taught)
         model.zero_grad(set_to_none=True)
         loss.backward()
         return loss, logits
@@ -536,15 +550,32 @@ def gradient_function(model: nn.Module, cfg: TrainConfig, device: torch.device) 
     return grads
 
 
-def _outlier_exposure_loss(logits: Tensor, y: Tensor, label_smoothing: float) -> Tensor:
-    """Cross-entropy on the digits, plus OUTLIER_WEIGHT times the cross-entropy from the uniform distribution
-    on the OUTLIER images, both summed over the batch and divided by its size (Hendrycks et al. 2019)."""
+def _loss(logits: Tensor, y: Tensor, cfg: TrainConfig, taught: Tensor | None) -> Tensor:
+    """The batch's mean loss: cross-entropy with the labels (smoothed by ``cfg.label_smoothing``); with a
+    teacher's probabilities ``taught`` (B, 10), a share ``cfg.distill`` of each digit's loss is the cross-entropy
+    with them instead (Hinton et al. 2015, at temperature 1); with outliers (label OUTLIER), OUTLIER_WEIGHT
+    times the cross-entropy from the uniform distribution on those (Hendrycks et al. 2019)."""
+    if not cfg.outliers and taught is None:
+        return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
     digit = y != OUTLIER
-    ce = F.cross_entropy(
-        logits, y.clamp(min=0), label_smoothing=label_smoothing, reduction="none"
-    )  # the clamp keeps outliers' rows valid; they are masked out
-    uniform = -F.log_softmax(logits, dim=1).mean(dim=1)
-    return (torch.where(digit, ce, OUTLIER_WEIGHT * uniform)).sum() / len(y)
+    # The clamp keeps outliers' rows valid; they are masked out.
+    ce = F.cross_entropy(logits, y.clamp(min=0), label_smoothing=cfg.label_smoothing, reduction="none")
+    log_p = F.log_softmax(logits, dim=1)
+    if taught is not None:
+        ce = (1.0 - cfg.distill) * ce - cfg.distill * (taught * log_p).sum(dim=1)
+    uniform = -log_p.mean(dim=1)
+    return torch.where(digit, ce, OUTLIER_WEIGHT * uniform).sum() / len(y)
+
+
+def _teacher(cfg: TrainConfig, device: torch.device, log: Log) -> nn.Module | None:
+    """The network of ``cfg.teacher``, in evaluation mode, when ``cfg.distill`` asks for one."""
+    if not cfg.distill:
+        return None
+    from digits.models.weights import load_weights
+
+    network, meta = load_weights(cfg.teacher)
+    log(f"learning from {cfg.teacher} ({meta['model']}) too: {cfg.distill:g} of each digit's loss")
+    return network.to(device).eval().requires_grad_(False)
 
 
 def train_one_epoch(
@@ -558,6 +589,7 @@ def train_one_epoch(
     progress: Callable[[int, float, float], None] | None = None,
     check: Callable[[], bool] | None = None,
     world: World = SINGLE,
+    teacher: nn.Module | None = None,
 ) -> tuple[float, float, int]:
     """One pass over (x, y) in a seeded random order; returns (mean loss, accuracy, images seen).
 
@@ -583,9 +615,12 @@ def train_one_epoch(
         idx = batch[shard_of(len(batch), world)]  # this rank's share: all of it in a single process
         if len(idx):
             xb, yb = x[idx], y[idx]  # (B, 1, 28, 28) float, (B,) int64
-            if cfg.augment.enabled:
-                xb = augment(xb, cfg.augment, generator)
-            loss, logits = grads(xb, yb)
+            shaped, xb = augment_pair(xb, cfg.augment, generator)  # (xb itself twice, with augment off)
+            taught = None
+            if teacher is not None:  # what the teacher makes of the clean picture of each digit
+                with torch.no_grad(), _autocast(device, cfg.precision):
+                    taught = F.softmax(teacher(shaped).float(), dim=1)
+            loss, logits = grads(xb, yb) if taught is None else grads(xb, yb, taught)
             loss_sum += loss.detach() * len(yb)
             correct += (logits.argmax(1) == yb).sum()  # (an OUTLIER is never counted right)
             mine += len(yb)
