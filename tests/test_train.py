@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import digits.train.loop as train_mod
-from digits.errors import ModelFileError, RunError, WriteError
+from digits.errors import ConfigError, ModelFileError, RunError, WriteError
 from digits.models import create_model
 from digits.models.layers import dct_filters
 from digits.models.weights import load_weights
@@ -624,3 +624,13 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeyp
     second.mkdir()
     assert default_run_dir("fast", cfg, now).name.endswith("-s0-3")
     assert default_run_dir("fast", cfg, datetime(2026, 12, 6, 9, 30, 1)).name == "20261206-093001-fast-fastnet-s0"
+
+
+def test_a_wrong_model_option_is_an_error_before_any_data_is_read(tmp_path, monkeypatch):
+    def no_data(*args, **kwargs):
+        raise AssertionError("MNIST was read before the model options were checked")
+
+    monkeypatch.setattr(train_mod, "load_mnist", no_data)
+    cfg = override(get_preset("reader"), model_options={"widths": "64,128,256"})
+    with pytest.raises(ConfigError, match="widths"):
+        fit(cfg, tmp_path / "run", progress=False, log=lambda _: None)

@@ -97,6 +97,9 @@ def fit(
         held.enter_context(_torch_threads(cfg.threads))
         state = _open_run(held, out_dir, cfg, resume, preset, log, world)
         device = resolve_device(cfg.device, world)
+        # The networks first: a wrong model option or teacher is an error before minutes of data preparation.
+        model, optimizer, ema = _build(state, device)
+        teacher = _teacher(cfg, device, log)
         data = data if data is not None else load_mnist(data_dir, log=log)
         train_x, train_y, val_x, val_y = split_train_val(data, cfg)
         if len(train_x) == 0:
@@ -107,8 +110,6 @@ def fit(
             train_x, train_y = _with_outliers(train_x, train_y, cfg, log)
         # The whole training set lives on the device as one float tensor: (N, 1, 28, 28), no loader, no workers.
         train = as_model_input(train_x, channels_last=cfg.channels_last).to(device), train_y.to(device)
-        model, optimizer, ema = _build(state, device)
-        teacher = _teacher(cfg, device, log)
         broadcast_parameters(model, world)  # equal already (same seed or checkpoint); made sure, as DDP does
         if state.epoch:
             log(f"resuming {out_dir} after epoch {state.epoch}/{cfg.epochs}")
