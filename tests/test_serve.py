@@ -27,7 +27,7 @@ from digits.cli import main
 from digits.corrections import CorrectionStore
 from digits.reading import FileResult, Recognizer
 from digits.serve import Limits, ServeConfig, create_app
-from digits.serve.server import startup_lines
+from digits.serve.server import over_share, startup_lines
 from digits.testing import scenes
 
 MAX_BATCH = 8
@@ -477,11 +477,14 @@ def test_serving_on_onnxruntime_needs_no_torch():
 
 
 def test_several_workers_share_the_connections_and_stop_together(tmp_path):
-    """`digits serve --workers 2`: each worker its own SO_REUSEPORT socket, so fresh connections reach both."""
+    """`digits serve --workers 2`: each worker its own SO_REUSEPORT socket, so fresh connections reach both, and
+    the two keep equal shares of the connections."""
+    import http.client
     import re
     import signal
     import time
     import urllib.request
+    from collections import Counter
 
     log = tmp_path / "serve.log"
     command = [sys.executable, "-m", "digits.cli", "serve", "--port", "0", "--workers", "2"]
@@ -502,6 +505,21 @@ def test_several_workers_share_the_connections_and_stop_together(tmp_path):
             assert process.poll() is None, log.read_text()
             time.sleep(0.05)
         assert url is not None and len(pids) == 2, log.read_text()
+        # 32 keep-alive clients, as the kernel deals them out (by a hash, often 19 and 13): a worker over its
+        # share closes connections until the two hold 16 each.
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        clients = [http.client.HTTPConnection(host, int(port), timeout=30) for _ in range(32)]
+        for connection in clients:
+            connection.connect()  # all 32 open before any is asked anything
+        for _ in range(8):
+            held = []
+            for connection in clients:  # one request on each; one answered with Connection: close reconnects
+                connection.request("GET", "/metrics")
+                response = connection.getresponse()
+                held.append(re.search(r'pid="(\d+)"', response.read().decode()).group(1))
+        assert sorted(Counter(held).values()) == [16, 16], Counter(held)
+        for connection in clients:
+            connection.close()
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=60)
@@ -509,6 +527,13 @@ def test_several_workers_share_the_connections_and_stop_together(tmp_path):
     text = log.read_text()
     assert text.count("Application startup complete") == 2 and text.count("Finished server process") == 2
     assert "Traceback" not in text
+
+
+def test_a_worker_over_its_share_of_the_connections_lets_some_go():
+    assert over_share(19, [19, 13]) and not over_share(13, [19, 13])
+    assert not over_share(16, [16, 16]) and not over_share(17, [17, 16])  # 33 cannot be shared more evenly
+    assert not over_share(1, [1, 0]) and over_share(2, [2, 0])
+    assert not over_share(3, [3])  # a single worker holds them all
 
 
 def test_serving_a_model_that_is_not_there_is_a_clear_error(tmp_path, capsys):

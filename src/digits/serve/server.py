@@ -1,9 +1,11 @@
 """Run the app under uvicorn: ``run(ServeConfig(...))``, what ``digits serve`` calls.
 
 One worker is uvicorn in this process. Several are processes of their own, each listening on its own socket
-bound to the same address with SO_REUSEPORT, so that the kernel deals the connections out among them evenly.
+bound to the same address with SO_REUSEPORT, so that the kernel deals the connections out among them.
 (uvicorn's own workers share one listening socket, and whichever wakes first takes a whole burst of
-connections: under load with keep-alive clients, one worker did all the work while the other sat idle.)
+connections: under load with keep-alive clients, one worker did all the work while the other sat idle.) The
+kernel deals by a hash, not in turn, so a worker holding more than its share of the open connections closes
+some (``balanced_protocol``) until the workers hold equal shares.
 Each worker builds the app from the same config and loads the model once, in the app's start-up; a worker
 that dies is started again. What the server will accept is printed before it starts.
 """
@@ -13,12 +15,14 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
+import math
 import multiprocessing
 import os
 import signal
 import socket
 import sys
 import threading
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from digits.errors import ConfigError, DigitsError
@@ -129,15 +133,55 @@ def _port(sock: socket.socket) -> int:
     return int(sock.getsockname()[1])
 
 
-def _worker(config_json: str, options: dict[str, Any]) -> None:
-    """One worker process: its own socket on the shared port, the app, uvicorn until SIGTERM or SIGINT."""
+def _worker(config_json: str, options: dict[str, Any], connections: Any, index: int) -> None:
+    """One worker process: its own socket on the shared port, the app, uvicorn until SIGTERM or SIGINT.
+    ``connections``: every worker's count of open connections (shared memory); this one is ``index``."""
     import uvicorn
 
     from digits.serve.app import create_app
 
     config = ServeConfig.from_json(config_json)
     sock = _reuse_port_socket(config.host, config.port)
-    uvicorn.Server(uvicorn.Config(create_app(config=config), **options)).run(sockets=[sock])
+    http = balanced_protocol(connections, index)
+    uvicorn.Server(uvicorn.Config(create_app(config=config), http=http, **options)).run(sockets=[sock])
+
+
+def over_share(own: int, counts: Sequence[int]) -> bool:
+    """Does a worker holding ``own`` open connections hold more than its share of all of them (``counts``, a
+    number per worker, its own included)?"""
+    return own > math.ceil(sum(counts) / len(counts))
+
+
+def balanced_protocol(connections: Any, index: int) -> Any:
+    """uvicorn's HTTP protocol (httptools) for worker ``index``, which keeps its share of the connections.
+
+    The kernel deals new connections out among the workers' sockets by a hash, so 32 keep-alive clients
+    may come as 19 to one worker and 13 to the other, and the first one's clients wait half as long
+    again for every answer. A worker that holds more than its share of all the workers' open connections
+    (``connections``, one count each, in shared memory) answers the next request on one with
+    ``Connection: close``; the client connects again and the kernel deals that one out afresh.
+    Without httptools: "auto", uvicorn's own choice, unbalanced.
+    """
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return "auto"
+
+    class Balanced(HttpToolsProtocol):  # type: ignore[misc]
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            connections[index] = len(self.connections)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            super().connection_lost(exc)
+            connections[index] = len(self.connections)
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            if self.cycle is not None and over_share(len(self.connections), connections[:]):
+                self.cycle.keep_alive = False  # this answer says Connection: close
+
+    return Balanced
 
 
 def _supervise(config: ServeConfig, options: dict[str, Any]) -> None:
@@ -146,8 +190,13 @@ def _supervise(config: ServeConfig, options: dict[str, Any]) -> None:
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
 
+    connections = context.RawArray("i", config.workers)  # each worker's open connections
+
     def start(i: int) -> Any:
-        process = context.Process(target=_worker, args=(config.to_json(), options), name=f"digits-serve-{i}")
+        connections[i] = 0
+        process = context.Process(
+            target=_worker, args=(config.to_json(), options, connections, i), name=f"digits-serve-{i}"
+        )
         process.start()
         return process
 
