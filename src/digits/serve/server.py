@@ -167,19 +167,31 @@ def balanced_protocol(connections: Any, index: int) -> Any:
     except ImportError:
         return "auto"
 
+    leaving: set[Any] = set()  # connections told to close whose end has not come yet: no longer counted
+
+    def publish(protocol: Any) -> int:
+        held = len(protocol.connections) - len(leaving & protocol.connections)
+        connections[index] = held
+        return held
+
     class Balanced(HttpToolsProtocol):  # type: ignore[misc]
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            connections[index] = len(self.connections)
+            publish(self)
 
         def connection_lost(self, exc: Exception | None) -> None:
             super().connection_lost(exc)
-            connections[index] = len(self.connections)
+            leaving.discard(self)
+            publish(self)
 
         def on_headers_complete(self) -> None:
             super().on_headers_complete()
-            if self.cycle is not None and over_share(len(self.connections), connections[:]):
+            if self.cycle is None or self in leaving:
+                return
+            if over_share(publish(self), connections[:]):
                 self.cycle.keep_alive = False  # this answer says Connection: close
+                leaving.add(self)
+                publish(self)
 
     return Balanced
 
