@@ -217,11 +217,14 @@ def test_training_transforms_name_every_augmentation_and_the_corruptions_it_rese
     assert {"shear", "thick_strokes", "thin_strokes", "pixelate"} <= set(reader)
     words = R.training_transforms(get_preset("reader"))
     assert any("2 captured copies" in w for w in words) and any("10,000 non-digit shapes" in w for w in words)
+    assert "50% of the images kept free of the blur, noise, marks and lighting above" in R.training_transforms(
+        get_preset("robust")
+    )
     # Every augmentation the config knows is put into words (a new one without words fails here).
     valid = {"scale": 0.1, "shift": 0.1, "elastic_sigma": 5.0}
     for name in _FLOAT_FIELDS:
         cfg = override(get_preset("seed"), augment=AugmentConfig(**{name: valid.get(name, 0.5)}))
-        if name == "elastic_sigma":  # a setting of elastic, not a transform of its own
+        if name in ("elastic_sigma", "clean"):  # settings of other transforms (elastic; the marks), none alone
             assert R.training_transforms(cfg)[0].startswith("none")
             continue
         assert len(R.training_transforms(cfg)) == 1 and not R.training_transforms(cfg)[0].startswith("none"), name

@@ -390,8 +390,9 @@ PRESETS: dict[str, TrainConfig] = {
     "best": _BEST,
     # The strongest single model under what real pictures do to digits: `best`'s network and schedule, trained
     # against noise, blur, lighting, marks and wider geometry (augment's lighting, lines, impulse, scatter,
-    # outline, blur; rotation 15 degrees, shear 10). The strengths were chosen on corrupted validation digits
-    # (`digits robustness --on validation`) of short fastnet runs, never on the test set.
+    # outline, blur; rotation 15 degrees, shear 10), with half the pictures kept clean (clean=0.5: validation
+    # 99.07% -> 99.38% clean, 97.66% -> 97.78% under the corruptions). The strengths were chosen on corrupted
+    # validation digits (`digits robustness --on validation`) of short fastnet runs, never on the test set.
     "robust": dataclasses.replace(
         _BEST,
         augment=AugmentConfig(
@@ -405,6 +406,7 @@ PRESETS: dict[str, TrainConfig] = {
             impulse=0.1,
             scatter=0.15,
             outline=0.15,
+            clean=0.5,
         ),
     ),
     # The model shipped inside the package for reading real images: fastnet at three times the width (226k
