@@ -33,6 +33,10 @@ def test_summary_prints_a_layer_table(capsys):
     assert "BatchNorm2d" in out and "AdaptiveAvgPool2d" in out
     code, out, _ = run_cli(capsys, "summary", "seed", "-O", "tta=true")  # five views, one row per layer
     assert code == 0 and out.count("(Conv2d)") == 1 and "Total params: 693,962" in out
+    # A list is JSON or just its items with commas between them.
+    for widths in ("[64,128,256]", "64,128,256"):
+        code, out, err = run_cli(capsys, "summary", "fastnet", "-O", f"widths={widths}")
+        assert code == 0 and "Total params: 393,162" in out, err
 
 
 def test_bad_inputs_are_clear_errors_not_tracebacks(capsys, tmp_path):

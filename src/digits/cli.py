@@ -45,16 +45,21 @@ def _positive(kind: type[int] | type[float]) -> Any:
 
 
 def _parse_kv(items: list[str] | None) -> dict[str, Any]:
-    """['dropout=0.3', 'batchnorm=true'] -> {'dropout': 0.3, 'batchnorm': True}."""
+    """['dropout=0.3', 'batchnorm=true', 'widths=64,128,256'] -> {'dropout': 0.3, 'batchnorm': True,
+    'widths': [64, 128, 256]}: JSON values, a comma-separated list of them as a list, anything else a string."""
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UsageError(f"model option {item!r} is not KEY=VALUE (e.g. -O dropout=0.3)")
-        try:
-            out[key] = json.loads(raw.lower() if raw.lower() in ("true", "false") else raw)
-        except json.JSONDecodeError:
-            out[key] = raw
+        out[key] = raw
+        as_list = [f"[{raw}]"] if "," in raw else []
+        for text in [raw.lower() if raw.lower() in ("true", "false") else raw, *as_list]:
+            try:
+                out[key] = json.loads(text)
+                break
+            except json.JSONDecodeError:
+                continue
     return out
 
 
