@@ -527,3 +527,27 @@ def test_a_wide_shape_is_offered_cut_in_two_only_when_asked(mnist) -> None:
             starts = [right.box[0] for _, right in cuts]
             assert starts == sorted(starts) and len(set(starts)) >= 2  # cuts left to right, at different places
     assert offered >= 3, offered
+
+
+def test_decoding_in_many_threads_leaves_the_warning_filters_as_they_were():
+    """Opening quiets Pillow's decompression-bomb warning for a moment; threads doing that at once must not put
+    back each other's filter lists (a filter left behind, or one lost)."""
+    import threading
+    import warnings
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(buffer, "PNG")
+    png = buffer.getvalue()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, so that the openings overlap
+    try:
+        for _ in range(3):
+            before = list(warnings.filters)
+            threads = [threading.Thread(target=lambda: [load_image(png) for _ in range(300)]) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert warnings.filters == before
+    finally:
+        sys.setswitchinterval(interval)

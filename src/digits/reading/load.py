@@ -6,6 +6,7 @@ import errno
 import io
 import math
 import os
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ ImageSource: TypeAlias = "str | os.PathLike[str] | bytes | Image.Image | np.ndar
 # decoders nobody meant to expose (EPS, for one, runs Ghostscript).
 _FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")  # JPEG covers MPO, a phone's multi-picture JPEG
 _FORMAT_NAMES = "PNG, JPEG, BMP, GIF, TIFF or WebP"
+_WARNINGS_LOCK = threading.Lock()  # see _opened
 
 
 def load_image(src: ImageSource, *, max_pixels: int = MAX_PIXELS, notes: list[str] | None = None) -> np.ndarray:
@@ -99,7 +101,9 @@ def _decode(fp: BinaryIO, name: str, max_pixels: int, notes: list[str]) -> np.nd
 def _opened(fp: BinaryIO) -> Iterator[Image.Image]:
     """``Image.open`` without Pillow's DecompressionBombWarning: digits applies its own limit (max_pixels)
     right after, with a message that says what to do."""
-    with warnings.catch_warnings():
+    # catch_warnings swaps the process's filter list and puts it back: two threads doing that at once can put
+    # back each other's, so the swap is made by one thread at a time (opening reads only the header).
+    with _WARNINGS_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         im = Image.open(fp, formats=_FORMATS)
     with im:
