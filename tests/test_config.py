@@ -161,3 +161,17 @@ def test_a_bad_config_file_is_a_clear_error(tmp_path, name, text, message):
         path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         config_from_file(path, get_preset("seed"))
+
+
+def test_a_teacher_and_its_share_come_together():
+    with pytest.raises(ConfigError, match="distill needs a teacher"):
+        TrainConfig(distill=0.5)
+    with pytest.raises(ConfigError, match="a teacher needs distill"):
+        TrainConfig(teacher="runs/best")  # it would be loaded and never listened to
+    assert TrainConfig(teacher="runs/best", distill=0.5).distill == 0.5
+
+
+def test_clean_counts_only_beside_marks():
+    assert not AugmentConfig(rotate=10, stroke=0.5, clean=0.5).marked
+    assert AugmentConfig(rotate=10, lines=0.3, clean=0.5).marked
+    assert AugmentConfig(noise=0.1).marked and not AugmentConfig(clean=1.0).enabled

@@ -43,6 +43,8 @@ _FLOAT_FIELDS = (
 _BOOL_FIELDS = ("hflip", "vflip")
 # The fields that change pixels rather than where they are.
 _PIXEL_FIELDS = _FLOAT_FIELDS[_FLOAT_FIELDS.index("fill") : _FLOAT_FIELDS.index("clean")]
+# The pixel fields that are not a change of the digit's shape (what `clean` keeps a share of pictures free of).
+_MARK_FIELDS = tuple(f for f in _PIXEL_FIELDS if f not in ("fill", "lowres", "stroke"))
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -121,6 +123,11 @@ class AugmentConfig:
     def geometric(self) -> bool:
         """True when the batch must be resampled (any rotation, zoom, shift, shear, flip or elastic)."""
         return bool(self.rotate or self.scale or self.shift or self.shear or self.elastic or self.hflip or self.vflip)
+
+    @property
+    def marked(self) -> bool:
+        """True when pictures get more than changes of shape: blur, erasing, noise, outlines, lines, lighting."""
+        return any(getattr(self, name) for name in _MARK_FIELDS)
 
     @property
     def enabled(self) -> bool:
@@ -250,6 +257,7 @@ class TrainConfig:
             (0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)"),
             (0.0 <= self.distill <= 1.0, "distill must be in [0, 1]"),
             (not self.distill or bool(self.teacher), "distill needs a teacher (a run directory or .safetensors)"),
+            (not self.teacher or self.distill > 0, "a teacher needs distill above 0 (its share of each digit's loss)"),
             (0.0 <= self.target_accuracy <= 1.0, "target_accuracy must be in [0, 1]"),
             (
                 min(self.patience, self.train_limit, self.eval_every, self.captures, self.outliers) >= 0,

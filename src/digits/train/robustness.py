@@ -394,7 +394,7 @@ def _transforms(cfg: TrainConfig) -> list[tuple[str, tuple[str, ...]]]:
         )
     if a.impulse:
         out.append((f"salt and pepper on up to {a.impulse:.0%} of the pixels", ("impulse_noise",)))
-    if a.clean and (a.blur or a.erase or a.noise or a.outline or a.scatter or a.lines or a.lighting or a.impulse):
+    if a.clean and a.marked:
         out.append((f"{_share(a.clean)} kept free of the blur, noise, marks and lighting above", ()))
     if a.hflip:
         out.append(("mirrored left to right (half the images)", ()))
