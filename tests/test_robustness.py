@@ -232,16 +232,24 @@ def test_training_transforms_name_every_augmentation_and_the_corruptions_it_rese
 
 def test_the_training_config_is_found_beside_a_model(tmp_path):
     if SHIPPED_SAFETENSORS.is_file():
-        shipped = R.training_config_of(SHIPPED_SAFETENSORS)
-        assert shipped is not None and shipped.captures == 2  # from default.json, the reader preset
+        shipped = R.training_configs_of(SHIPPED_SAFETENSORS)
+        assert shipped and shipped[0].captures == 2  # from default.json, the reader preset
     run = tmp_path / "run"
     run.mkdir()
-    assert R.training_config_of(run) is None
+    assert R.training_configs_of(run) == []
     (run / "run.json").write_text(json.dumps({"config": get_preset("best").to_dict()}))
-    assert R.training_config_of(run) == get_preset("best")
-    assert R.training_config_of(run / "model.safetensors") == get_preset("best")
+    assert R.training_configs_of(run) == [get_preset("best")]
+    assert R.training_configs_of(run / "model.safetensors") == [get_preset("best")]
     (run / "run.json").write_text("{not json")
-    assert R.training_config_of(run) is None
+    assert R.training_configs_of(run) == []
+    # An ensemble's: each member's, and what each member was trained with, numbered.
+    members = [{"config": get_preset("best").to_dict()}, {"config": get_preset("robust").to_dict()}]
+    (run / "run.json").write_text(json.dumps({"model": "ensemble", "members": members}))
+    cfgs = R.training_configs_of(run)
+    assert cfgs == [get_preset("best"), get_preset("robust")]
+    stated = R.training_transforms(*cfgs)
+    assert stated[0].startswith("member 1: ") and any(w.startswith("member 2: ") for w in stated)
+    assert set(R.training_resembles(*cfgs)) == set(R.training_resembles(cfgs[1])) | set(R.training_resembles(cfgs[0]))
 
 
 def test_the_pictures_are_written(tmp_path, digits200):

@@ -2,6 +2,7 @@
 
     registry.py     register_model, create_model(name, **options), list_models, model_options
     convnets.py     the registered networks (seed, lenet5, mlp, fastnet, deepnet)
+    ensemble.py     ensemble: several trained networks answering together (the mean of their probabilities)
     layers.py       building blocks: activations, the DCT stem, ShiftAverage (test-time shifts), FlattenHWC
     choices.py      the values model options take, without torch (for the CLI)
     weights.py      save_weights / load_weights: a .safetensors file that rebuilds its network

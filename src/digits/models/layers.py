@@ -73,8 +73,15 @@ class ShiftAverage(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             return self.net(x)
-        log_p = torch.stack([self.net(shift_images(x, dy, dx)).float().log_softmax(dim=1) for dy, dx in TTA_SHIFTS])
-        return torch.logsumexp(log_p, dim=0) - math.log(len(TTA_SHIFTS))
+        return mean_probability_logits([self.net(shift_images(x, dy, dx)) for dy, dx in TTA_SHIFTS])
+
+
+def mean_probability_logits(logits: list[torch.Tensor]) -> torch.Tensor:
+    """Logits whose softmax is the mean of the softmaxes of ``logits`` (several predictions of one batch): the log
+    of the mean probability, so whatever reads logits (evaluation, temperature scaling, the reader, ONNX export)
+    reads the average unchanged."""
+    log_p = torch.stack([z.float().log_softmax(dim=1) for z in logits])
+    return torch.logsumexp(log_p, dim=0) - math.log(len(logits))
 
 
 class Levels(nn.Module):

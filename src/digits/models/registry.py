@@ -81,3 +81,4 @@ def count_parameters(model: nn.Module) -> int:
 # The networks register themselves when their module is imported; importing it here means that any way
 # into the registry finds them all (convnets imports register_model from above, which is defined by now).
 from digits.models import convnets as _convnets  # noqa: E402, F401
+from digits.models import ensemble as _ensemble  # noqa: E402, F401

@@ -45,7 +45,7 @@ from digits.spec import META_NAME, ONNX_NAME, SHIPPED_SAFETENSORS, WEIGHTS_NAME
 from digits.train.augment import augment
 from digits.train.config import AdaptConfig
 from digits.train.evaluate import EvalResult, evaluate, to_tensors
-from digits.train.report import Log, provenance, run_record
+from digits.train.report import Log, provenance, run_record, training_configs
 
 __all__ = ["Adapted", "adapt", "point", "rollback", "split_held_out"]
 
@@ -125,9 +125,9 @@ def adapt(
     records = store.list()
     learn, held = split_held_out(records, cfg.holdout)
     data = data if data is not None else load_mnist(data_dir, log=log)
-    # How the base was trained (its validation split, its label smoothing): a run's config, or for a model adapted
-    # already, the config of the run it descends from.
-    base_cfg = record.get("config") or record.get("base_config") or {}
+    # How the base was trained (its validation split, its label smoothing): a run's config, for a model adapted
+    # already the config of the run it descends from, for an ensemble its first member's (they share the split).
+    base_cfg = (training_configs(record) or [{}])[0]
     replay, val = _mnist_split(data, float(base_cfg.get("val_split", 0.0)))
     log(
         f"adapting {meta['model']} from {base_path} on {len(learn)} corrections ({len(held)} held out for the gate), "
@@ -202,10 +202,12 @@ def _fine_tune(
 ) -> None:
     """``cfg.steps`` Adam steps on batches of corrections (distorted) and replayed MNIST training digits."""
     if cfg.layers != "all":
-        modules = list(model.modules())
         kind = nn.Linear if cfg.layers == "head" else nn.Conv2d
-        first = max(i for i, m in enumerate(modules) if isinstance(m, kind))
-        trained = {id(p) for m in modules[first:] for p in m.parameters(recurse=False)}
+        trained = set()
+        for net in getattr(model, "members", [model]):  # an ensemble's members: the top of each
+            modules = list(net.modules())
+            first = max(i for i, m in enumerate(modules) if isinstance(m, kind))
+            trained |= {id(p) for m in modules[first:] for p in m.parameters(recurse=False)}
         for p in model.parameters():
             p.requires_grad_(id(p) in trained)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -203,6 +203,10 @@ def _model_part(m: Measured, key: str) -> str:
 def _config_section(m: Measured) -> str:
     r = m.record
     config = r.get("config") or r.get("metadata", {})
+    if not r.get("config") and r.get("members"):  # an ensemble: each member's settings
+        config = {
+            f"member {i}: {k}": v for i, m in enumerate(r["members"], 1) for k, v in (m.get("config") or {}).items()
+        }
     facts = [
         ("model", r.get("model")),
         ("preset", r.get("preset")),
@@ -215,6 +219,11 @@ def _config_section(m: Measured) -> str:
         ("machine", ", ".join(str(v) for v in r.get("machine", {}).values()) or None),
     ]
     facts += [(f"data {k}", v) for k, v in r.get("data_sha256", {}).items()]
+    for i, member in enumerate(r.get("members") or [], 1):  # an ensemble (digits ensemble -o): what it joined
+        accuracy = member.get("test_accuracy")
+        said = [member.get("model"), member.get("preset") and f"preset {member['preset']}"]
+        said += [accuracy is not None and f"{_pct(accuracy)} on the test set", member.get("path")]
+        facts.append((f"member {i}", ", ".join(str(x) for x in said if x)))
     dl = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts if v is not None)
     settings = _table(["setting", "value"], [(k, json.dumps(v)) for k, v in config.items()])
     return f"<dl>{dl}</dl><details><summary>Every setting</summary>{settings}</details>"

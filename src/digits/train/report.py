@@ -155,6 +155,18 @@ def run_record(model: str | Path) -> tuple[Path, dict[str, Any]]:
     return weights, {}
 
 
+def training_configs(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The training configs behind a saved model's record (:func:`run_record`), as dicts: its run's own, the one
+    of the run it was adapted from, or each member's of an ensemble (``digits ensemble``); empty when unknown."""
+    own = record.get("config") or record.get("base_config")
+    if isinstance(own, dict):
+        return [own]
+    members = record.get("members")
+    if isinstance(members, list):
+        return [m["config"] for m in members if isinstance(m, dict) and isinstance(m.get("config"), dict)]
+    return []
+
+
 def default_run_dir(preset: str | None, config: TrainConfig, now: datetime | None = None) -> Path:
     """``runs/<time>-<preset>-<model>-s<seed>``, or with ``-2``, ``-3``, ... when a run started in the same second
     already has that name (a script that starts several runs at once)."""

@@ -47,7 +47,7 @@ __all__ = [
     "evaluate_robustness",
     "evaluate_robustness_reading",
     "evaluate_robustness_saved",
-    "training_config_of",
+    "training_configs_of",
     "training_resembles",
     "training_transforms",
     "validation_digits",
@@ -289,7 +289,7 @@ def evaluate_robustness_saved(
     with ``reader``, :func:`evaluate_robustness_reading` of digits' reader with this model.
 
     The evaluation precision comes from the file; the result also names the network and the file, and says
-    what the model was trained with when its training config can be found (:func:`training_config_of`).
+    what the model was trained with when its training config can be found (:func:`training_configs_of`).
     ``digits`` names the set ``images`` come from ("test", or "validation": :func:`validation_digits`).
     """
     if reader:
@@ -302,12 +302,12 @@ def evaluate_robustness_saved(
         network, meta = load_weights(model)
         options.setdefault("precision", meta.get("eval_precision", "fp32"))
         result = dataclasses.replace(evaluate_robustness(network, images, labels, **options), model=str(meta["model"]))
-    cfg = training_config_of(model)
+    cfgs = training_configs_of(model)
     return dataclasses.replace(
         result,
         source=str(model),
-        training_transforms=None if cfg is None else tuple(training_transforms(cfg)),
-        training_resembles=None if cfg is None else tuple(training_resembles(cfg)),
+        training_transforms=tuple(training_transforms(*cfgs)) if cfgs else None,
+        training_resembles=tuple(training_resembles(*cfgs)) if cfgs else None,
         digits=digits,
     )
 
@@ -320,7 +320,8 @@ def validation_digits(model: str | Path, data: MNIST) -> tuple[np.ndarray, np.nd
     """
     from digits.train.loop import split_train_val
 
-    cfg = training_config_of(model)
+    cfgs = training_configs_of(model)  # an ensemble's members held out the same digits (digits.train.ensemble)
+    cfg = cfgs[0] if cfgs else None
     if cfg is None or cfg.val_split == 0:
         why = "its training config is unknown" if cfg is None else "its run kept no validation split (val_split 0)"
         raise ValueError(f"{model} has no validation digits: {why}")
@@ -329,15 +330,15 @@ def validation_digits(model: str | Path, data: MNIST) -> tuple[np.ndarray, np.nd
 
 
 # --- what training used -----------------------------------------------------------------------------------------
-def training_config_of(model: str | Path) -> TrainConfig | None:
-    """The training config of a saved model (:func:`digits.train.report.run_record`), or None when there is none."""
-    from digits.train.report import run_record
+def training_configs_of(model: str | Path) -> list[TrainConfig]:
+    """The training configs of a saved model (:func:`digits.train.report.training_configs`: one, or an ensemble's
+    members'); empty when there are none, or they are not digits' training configs."""
+    from digits.train.report import run_record, training_configs
 
-    config = run_record(model)[1].get("config")
     try:
-        return TrainConfig.from_dict(config) if isinstance(config, dict) else None
+        return [TrainConfig.from_dict(c) for c in training_configs(run_record(model)[1])]
     except (ValueError, TypeError, ConfigError):
-        return None  # not a record of digits' training
+        return []  # not a record of digits' training
 
 
 def _share(p: float) -> str:
@@ -417,15 +418,19 @@ def _transforms(cfg: TrainConfig) -> list[tuple[str, tuple[str, ...]]]:
     return out
 
 
-def training_transforms(cfg: TrainConfig) -> list[str]:
-    """What a run with ``cfg`` did to its training digits, in words; ['none: ...'] when nothing."""
-    words = [w for w, _ in _transforms(cfg)]
+def training_transforms(*cfgs: TrainConfig) -> list[str]:
+    """What a run with ``cfg`` did to its training digits, in words; ['none: ...'] when nothing. Given several
+    (an ensemble's members), each member's, numbered."""
+    if len(cfgs) > 1:
+        return [f"member {i}: {w}" for i, cfg in enumerate(cfgs, 1) for w in training_transforms(cfg)]
+    words = [w for w, _ in _transforms(cfgs[0])]
     return words or ["none: MNIST's training digits as they are"]
 
 
-def training_resembles(cfg: TrainConfig) -> list[str]:
-    """The corruptions (names in CORRUPTIONS' order) that a run with ``cfg`` saw something like in training."""
-    seen = {c for _, cs in _transforms(cfg) for c in cs}
+def training_resembles(*cfgs: TrainConfig) -> list[str]:
+    """The corruptions (names in CORRUPTIONS' order) that a run with ``cfg`` (any of ``cfgs``) saw something like
+    in training."""
+    seen = {c for cfg in cfgs for _, cs in _transforms(cfg) for c in cs}
     return [c for c in CORRUPTIONS if c in seen]
 
 
