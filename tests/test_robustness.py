@@ -206,19 +206,19 @@ def test_evaluate_robustness_on_the_shipped_model_is_well_formed_and_falls_with_
 def test_training_transforms_name_every_augmentation_and_the_corruptions_it_resembles():
     assert R.training_transforms(get_preset("seed")) == ["none: MNIST's training digits as they are"]
     assert R.training_resembles(get_preset("seed")) == []
-    best = get_preset("best")
-    assert R.training_transforms(best) == [
+    deotte = get_preset("deotte")
+    assert R.training_transforms(deotte) == [
         "rotation up to 10 degrees either way",
         "zoom by 0.9 to 1.1",
         "shift up to 10% of the image per axis",
     ]
-    assert R.training_resembles(best) == ["scale", "rotate", "translate", "off_centre"]  # the registry's order
+    assert R.training_resembles(deotte) == ["scale", "rotate", "translate", "off_centre"]  # the registry's order
     reader = R.training_resembles(get_preset("reader"))
     assert {"shear", "thick_strokes", "thin_strokes", "pixelate"} <= set(reader)
     words = R.training_transforms(get_preset("reader"))
     assert any("2 captured copies" in w for w in words) and any("10,000 non-digit shapes" in w for w in words)
     assert "50% of the images kept free of the blur, noise, marks and lighting above" in R.training_transforms(
-        get_preset("robust")
+        get_preset("best")
     )
     # Every augmentation the config knows is put into words (a new one without words fails here).
     valid = {"scale": 0.1, "shift": 0.1, "elastic_sigma": 5.0}
@@ -243,10 +243,10 @@ def test_the_training_config_is_found_beside_a_model(tmp_path):
     (run / "run.json").write_text("{not json")
     assert R.training_configs_of(run) == []
     # An ensemble's: each member's, and what each member was trained with, numbered.
-    members = [{"config": get_preset("best").to_dict()}, {"config": get_preset("robust").to_dict()}]
+    members = [{"config": get_preset("deotte").to_dict()}, {"config": get_preset("best").to_dict()}]
     (run / "run.json").write_text(json.dumps({"model": "ensemble", "members": members}))
     cfgs = R.training_configs_of(run)
-    assert cfgs == [get_preset("best"), get_preset("robust")]
+    assert cfgs == [get_preset("deotte"), get_preset("best")]
     stated = R.training_transforms(*cfgs)
     assert stated[0].startswith("member 1: ") and any(w.startswith("member 2: ") for w in stated)
     assert set(R.training_resembles(*cfgs)) == set(R.training_resembles(cfgs[1])) | set(R.training_resembles(cfgs[0]))
@@ -295,15 +295,15 @@ def test_the_command_measures_the_shipped_model_and_writes_its_files(capsys, tmp
     assert again["mean_corrupted_accuracy"] == record["mean_corrupted_accuracy"]  # same seed, same images
 
     # Through the reader: each corrupted digit read as a picture, so grey backgrounds and inverted ink are
-    # undone before the model sees them.
+    # undone before the model sees them (the shipped model learned lighting as well: read so, it keeps what it has).
     from digits.reading import Recognizer
 
     images, labels = mnist.test_images[:200], mnist.test_labels[:200]
-    lighting = ["brightness", "contrast", "inversion"]  # what the reader undoes, and the bare network fails
+    lighting = ["brightness", "contrast", "inversion"]  # what the reader undoes
     reader = R.evaluate_robustness_reading(Recognizer.load(), images, labels, corruptions=lighting, severities=(3,))
     assert reader.model.endswith("through digits' reader") and reader.through_reader
     for name in lighting:
-        assert reader.accuracy[name][3] > max(0.9, record["accuracy"][name]["3"] + 0.3), name
+        assert reader.accuracy[name][3] >= max(0.9, record["accuracy"][name]["3"] - 0.03), name
     with pytest.raises(ValueError, match="through the reader False against True"):
         R.load_baseline(folder / "robustness.json", reader, images, labels)
 

@@ -157,7 +157,7 @@ def test_batch_of_prepared_digits_runs_the_model_only(client, recognizer):
 
 def test_model_health_readiness_docs_and_page(client):
     model = client.get("/v1/model").json()
-    assert model["name"] == "fastnet" and model["test_accuracy"] > 0.99
+    assert model["name"] == "ensemble" and model["test_accuracy"] > 0.99
     assert set(model["data_sha256"]) == {
         "train-images-idx3-ubyte",
         "train-labels-idx1-ubyte",
@@ -167,7 +167,7 @@ def test_model_health_readiness_docs_and_page(client):
     assert len(model["sha256"]) == 64 and model["version"] == model["sha256"][:12]
     assert model["limits"]["max_batch"] == MAX_BATCH and model["corrections"] is True
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json() == {"status": "ready", "model": "fastnet"}
+    assert client.get("/readyz").json() == {"status": "ready", "model": "ensemble"}
     docs = client.get("/docs")
     assert docs.status_code == 200 and "/static/docs.js" in docs.text and "cdn" not in docs.text
     paths = client.get("/openapi.json").json()["paths"]

@@ -93,7 +93,7 @@ def test_every_n_corrections_the_accepted_model_is_swapped_in_without_dropping_a
         argv = json.loads((current / "argv.json").read_text())
         assert argv == ["--store", str(store), "-o", str(current.resolve()), "--link", str(current)]
         model = c.get("/v1/model").json()
-        assert model["file"] == "model.onnx" and model["name"] == "fastnet"
+        assert model["file"] == "model.onnx" and model["name"] == "ensemble"
         predict()
         assert statuses and set(statuses) == {200}  # every request answered while the model changed
 

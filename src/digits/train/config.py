@@ -356,9 +356,9 @@ FIELD_HELP = {
 }
 
 
-# The strongest single model: Deotte's 7-conv net with his augmentation (rotation 10 degrees, zoom 0.1,
+# The strongest on clean MNIST digits: Deotte's 7-conv net with his augmentation (rotation 10 degrees, zoom 0.1,
 # shift 0.1) and learning rate x0.95 per epoch; the last 10% of the training set validates.
-_BEST = TrainConfig(
+_DEOTTE = TrainConfig(
     model="deepnet",
     epochs=30,
     batch_size=128,
@@ -395,19 +395,18 @@ PRESETS: dict[str, TrainConfig] = {
         train_limit=40_000,
         eval_precision="bf16",
     ),
-    "best": _BEST,
-    # The strongest single model under what real pictures do to digits: `best`'s network and schedule, trained
-    # against noise, blur, lighting, marks and wider geometry (augment's lighting, lines, impulse, scatter,
-    # outline, blur; rotation 15 degrees, shear 10), with half the pictures kept clean (clean=0.5: validation
-    # 99.07% -> 99.38% clean, 97.66% -> 97.78% under the corruptions). The strengths were chosen on corrupted
-    # validation digits (`digits robustness --on validation`) of short fastnet runs, never on the test set.
-    "robust": dataclasses.replace(
-        _BEST,
+    # The strongest single model, on clean digits and under what real pictures do to them: `deotte`'s network,
+    # geometry and schedule, trained against noise, blur, lighting and marks too (augment's lighting, lines,
+    # impulse, scatter, outline, blur), with half the pictures kept free of them (clean=0.5). Chosen on the
+    # validation split, clean and corrupted (`digits robustness --on validation`), never on the test set:
+    # 99.43% / 97.91%, where the wider geometry of rotation 15, zoom 0.15, shift 0.12 and shear 10 gave
+    # 99.38% / 97.78%, keeping 70% clean 99.47% / 97.58%, and `deotte` 99.65% clean but 71.6% corrupted on test.
+    "best": dataclasses.replace(
+        _DEOTTE,
         augment=AugmentConfig(
-            rotate=15.0,
-            scale=0.15,
-            shift=0.12,
-            shear=10.0,
+            rotate=10.0,
+            scale=0.1,
+            shift=0.1,
             blur=0.2,
             lighting=0.5,
             lines=0.4,
@@ -417,13 +416,16 @@ PRESETS: dict[str, TrainConfig] = {
             clean=0.5,
         ),
     ),
-    # The model shipped inside the package for reading real images: fastnet at three times the width (226k
-    # parameters, 0.9 MB, 0.11 ms a digit), trained longer with augmentation, with two captured copies of
+    "deotte": _DEOTTE,
+    # The first network of the model shipped inside the package for reading real images: fastnet at three times
+    # the width (226k parameters, 0.9 MB), trained longer with augmentation, with two captured copies of
     # each training digit (other scanners' framing, resolution, stroke and polarity, read back by
     # digits.reading) and with 10,000 non-digit shapes trained towards no digit (outlier exposure), so it
     # copes with handwriting that is not MNIST's and doubts letters; label smoothing 0.1 (validation 99.42%
     # -> 99.63%, the dev fonts 98.3% -> 98.9% read right). Chosen on the dev halves of
-    # benchmarks/reading_sets.py and the validation split; benchmarks/README.md has the measurements.
+    # benchmarks/reading_sets.py and the validation split; benchmarks/README.md has the measurements. The
+    # shipped model joins it with this recipe trained against noise, blur, lighting and marks as well (`best`'s
+    # marks, a little gentler, half the pictures clean): src/digits/weights/default.json names both commands.
     "reader": TrainConfig(
         model="fastnet",
         model_options={"widths": (48, 96, 192)},
@@ -447,9 +449,9 @@ PRESETS: dict[str, TrainConfig] = {
 PRESET_PURPOSES = {
     "seed": "the article's recipe, the default",
     "fast": "about 99% in under 2 seconds",
-    "best": "the strongest single model",
-    "robust": "the strongest under noise, blur, lighting and marks",
-    "reader": "the shipped model's recipe",
+    "best": "the strongest single model, clean and under noise, blur, lighting and marks",
+    "deotte": "the strongest on clean MNIST digits only (Deotte's recipe)",
+    "reader": "the recipe of the shipped model's networks",
 }
 
 
