@@ -51,8 +51,9 @@ def join(
     data = data if data is not None else load_mnist(data_dir, log=log)
     options = {"members": [{"model": m["model"], "model_options": m.get("model_options", {})} for m, _, _ in loaded]}
     model = create_model("ensemble", **options)
-    for net, (_, member, _) in zip(model.members, loaded, strict=True):
-        net.load_state_dict(member.state_dict())
+    model.load_state_dict(
+        {f"members.{i}.{k}": v for i, (_, member, _) in enumerate(loaded) for k, v in member.state_dict().items()}
+    )
     model.eval()
     log(
         f"joining {len(loaded)} models ({count_parameters(model):,} parameters); validating on the last "
@@ -66,6 +67,19 @@ def join(
     temperature = fit_temperature(val_logits.numpy(), val_y.numpy())
     val_accuracy = (val_logits.argmax(1) == val_y).float().mean().item()
     test = evaluate(model, *to_tensors(data.test_images, data.test_labels))
+    joined: list[dict[str, Any]] = []
+    for path, (meta, _, record) in zip(members, loaded, strict=True):
+        configs = training_configs(record)
+        joined.append(
+            {
+                "path": str(Path(path).resolve()),
+                "model": meta["model"],
+                "preset": record.get("preset"),
+                CHECKSUM_KEY: meta.get(CHECKSUM_KEY),
+                "test_accuracy": meta.get("test_accuracy"),
+                "config": configs[0] if configs else None,
+            }
+        )
     summary = {
         "run_dir": str(out),
         "model": "ensemble",
@@ -76,17 +90,7 @@ def join(
         "val_accuracy": val_accuracy,
         "temperature": temperature,
         "val_split": split.val_split,
-        "members": [
-            {
-                "path": str(Path(path).resolve()),
-                "model": meta["model"],
-                "preset": record.get("preset"),
-                CHECKSUM_KEY: meta.get(CHECKSUM_KEY),
-                "test_accuracy": meta.get("test_accuracy"),
-                "config": (training_configs(record) or [None])[0],
-            }
-            for path, (meta, _, record) in zip(members, loaded, strict=True)
-        ],
+        "members": joined,
     }
     out.mkdir(parents=True, exist_ok=True)
     save_weights(
@@ -98,7 +102,7 @@ def join(
         temperature=temperature,
         eval_precision="fp32",
         data_sha256=data.sha256,
-        members=[{k: m[k] for k in ("path", "model", CHECKSUM_KEY)} for m in summary["members"]],
+        members=[{k: m[k] for k in ("path", "model", CHECKSUM_KEY)} for m in joined],
     )
     from digits.export import export_onnx
 
