@@ -222,7 +222,8 @@ def _config_section(m: Measured) -> str:
     for i, member in enumerate(r.get("members") or [], 1):  # an ensemble (digits ensemble -o): what it joined
         accuracy = member.get("test_accuracy")
         said = [member.get("model"), member.get("preset") and f"preset {member['preset']}"]
-        said += [accuracy is not None and f"{_pct(accuracy)} on the test set", member.get("path")]
+        said += [accuracy is not None and f"{_pct(accuracy)} on the test set", member.get("trained_with")]
+        said += [member.get("path")]
         facts.append((f"member {i}", ", ".join(str(x) for x in said if x)))
     dl = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts if v is not None)
     settings = _table(["setting", "value"], [(k, json.dumps(v)) for k, v in config.items()])
