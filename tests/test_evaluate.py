@@ -42,3 +42,29 @@ def test_ensemble_averages_probabilities(mnist):
     assert not np.allclose(with_tta.probabilities, ra.probabilities)
     with pytest.raises(ValueError, match="labels"):
         evaluate(a, images, labels[:10])
+
+
+def test_validation_temperature_is_the_fit_on_the_models_logits(mnist):
+    from digits.models.inference import predict_logits
+    from digits.models.weights import load_weights
+    from digits.reading.calibration import fit_temperature
+    from digits.spec import SHIPPED_SAFETENSORS
+    from digits.train.evaluate import validation_temperature
+
+    # A trained model and digits it gets a few of wrong (with none wrong, the fit ends at its smallest temperature).
+    model, _ = load_weights(SHIPPED_SAFETENSORS)
+    images = torch.tensor(mnist.test_images[:3000])
+    labels = torch.tensor(mnist.test_labels[:3000]).long()
+    expected = fit_temperature(predict_logits(model, images).numpy(), labels.numpy())
+    assert validation_temperature(model, images, labels, batch_size=64) == pytest.approx(expected, rel=1e-6)
+    sharper = validation_temperature(torch.nn.Sequential(model, _Times(4.0)), images, labels)
+    assert sharper == pytest.approx(4 * expected, rel=1e-3)  # logits four times larger: four times the temperature
+
+
+class _Times(torch.nn.Module):
+    def __init__(self, k: float) -> None:
+        super().__init__()
+        self.k = k
+
+    def forward(self, x):
+        return x * self.k

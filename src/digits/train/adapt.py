@@ -44,7 +44,7 @@ from digits.models.weights import CHECKSUM_KEY, load_weights, save_weights
 from digits.spec import META_NAME, ONNX_NAME, SHIPPED_SAFETENSORS, WEIGHTS_NAME
 from digits.train.augment import augment
 from digits.train.config import AdaptConfig
-from digits.train.evaluate import EvalResult, evaluate, to_tensors
+from digits.train.evaluate import EvalResult, evaluate, to_tensors, validation_temperature
 from digits.train.report import Log, provenance, run_record, training_configs
 
 __all__ = ["Adapted", "adapt", "point", "rollback", "split_held_out"]
@@ -259,11 +259,7 @@ def _temperature(model: nn.Module, val: tuple[Tensor, Tensor] | None, base: floa
     the base's when it had no validation split."""
     if val is None:
         return base, "the base model's (it had no validation split)"
-    from digits.models.inference import predict_logits
-    from digits.reading.calibration import fit_temperature
-
-    logits = predict_logits(model, val[0], device="cpu")
-    return fit_temperature(logits.numpy(), val[1].numpy()), f"fitted on MNIST's validation split ({len(val[0]):,})"
+    return validation_temperature(model, *val, device="cpu"), f"fitted on MNIST's validation split ({len(val[0]):,})"
 
 
 def _gate(

@@ -19,11 +19,10 @@ from digits.data import MNIST, load_mnist
 from digits.errors import ConfigError, RunError
 from digits.files import write_json
 from digits.models import count_parameters, create_model
-from digits.models.inference import predict_logits
 from digits.models.weights import CHECKSUM_KEY, load_weights, save_weights
 from digits.spec import META_NAME, ONNX_NAME, WEIGHTS_NAME
 from digits.train.config import TrainConfig
-from digits.train.evaluate import evaluate, to_tensors
+from digits.train.evaluate import evaluate, to_tensors, validation_temperature
 from digits.train.loop import split_train_val
 from digits.train.report import Log, provenance, run_record, training_configs
 
@@ -60,12 +59,9 @@ def join(
         f"{split.val_split:.0%} of the training digits, which none of them trained on"
     )
 
-    from digits.reading.calibration import fit_temperature
-
     _, _, val_x, val_y = split_train_val(data, split)
-    val_logits = predict_logits(model, val_x, device="cpu")
-    temperature = fit_temperature(val_logits.numpy(), val_y.numpy())
-    val_accuracy = (val_logits.argmax(1) == val_y).float().mean().item()
+    temperature = validation_temperature(model, val_x, val_y, device="cpu")
+    val_accuracy = evaluate(model, val_x, val_y).accuracy
     test = evaluate(model, *to_tensors(data.test_images, data.test_labels))
     joined: list[dict[str, Any]] = []
     for path, (meta, _, record) in zip(members, loaded, strict=True):

@@ -135,6 +135,26 @@ def evaluate(
     )
 
 
+def validation_temperature(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    batch_size: int = EVAL_BATCH_SIZE,
+    precision: str = "fp32",
+    device: torch.device | str | None = None,
+    world: World = SINGLE,
+) -> float:
+    """Temperature scaling (Guo et al. 2017) of ``model`` on held-out digits (the validation split, never the test
+    set), so that its confidences mean what they say. In a data-parallel job each rank predicts its share."""
+    from digits.reading.calibration import fit_temperature
+
+    def logits(part: slice) -> torch.Tensor:  # (n, 10)
+        return predict_logits(model, images[part], batch_size=batch_size, precision=precision, device=device)
+
+    return fit_temperature(sharded(logits, len(images), world).numpy(), labels.cpu().numpy())
+
+
 @dataclass(frozen=True)
 class SavedEvaluation:
     """A saved model measured on the test set, with its pictures written beside it."""

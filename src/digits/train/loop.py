@@ -33,7 +33,7 @@ from digits.data import MNIST, load_mnist
 from digits.errors import ConfigError, DigitsError, RunError
 from digits.files import remove_partial_files
 from digits.models import count_parameters, create_model
-from digits.models.inference import as_model_input, predict_logits
+from digits.models.inference import as_model_input
 from digits.models.layers import ShiftAverage
 from digits.spec import CHECKPOINT_NAME, META_NAME, WEIGHTS_NAME
 from digits.train.augment import augment_pair
@@ -48,11 +48,10 @@ from digits.train.distributed import (
     broadcast_object,
     broadcast_parameters,
     shard_of,
-    sharded,
     sum_across,
 )
 from digits.train.ema import ema_copy, update_ema
-from digits.train.evaluate import EvalResult, evaluate, to_tensors
+from digits.train.evaluate import EvalResult, evaluate, to_tensors, validation_temperature
 from digits.train.fast.fused import Grads, SeedGradients, seed_layers, stem_forward
 from digits.train.optim import Optimizer
 from digits.train.report import Log, Progress, Run, write_run
@@ -475,7 +474,13 @@ def _finish(
     if cfg.select == "best" and state.best.state is not None:
         final.load_state_dict(state.best.state)
         log(f"keeping the weights of epoch {state.best.epoch} (best validation accuracy {state.best.accuracy:.4f})")
-    temperature = _fit_temperature(final, *val, cfg, device, world) if len(val[0]) else 1.0
+    temperature = (
+        validation_temperature(
+            final, *val, batch_size=cfg.eval_batch_size, precision=cfg.eval_precision, device=device, world=world
+        )
+        if len(val[0])
+        else 1.0
+    )
     test = None
     if with_test:
         test = evaluate(final, *to_tensors(data.test_images, data.test_labels), **_eval_args(cfg, device), world=world)
@@ -496,20 +501,6 @@ def _finish(
         write_run(run, data, state.preset, state.best.epoch if cfg.select == "best" else len(state.history))
         (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)  # complete: the weights and metadata are all it needs
     return run
-
-
-def _fit_temperature(
-    model: nn.Module, val_x: Tensor, val_y: Tensor, cfg: TrainConfig, device: torch.device, world: World = SINGLE
-) -> float:
-    """Temperature scaling (Guo et al. 2017) on the validation split, so confidences mean what they say."""
-    from digits.reading.calibration import fit_temperature
-
-    def logits(part: slice) -> Tensor:  # (n, 10), each rank its share in a job
-        return predict_logits(
-            model, val_x[part], batch_size=cfg.eval_batch_size, precision=cfg.eval_precision, device=device
-        )
-
-    return fit_temperature(sharded(logits, len(val_x), world).numpy(), val_y.cpu().numpy())
 
 
 @contextmanager
