@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import digits.train.loop as train_loop
+from digits.models.weights import load_weights
 from digits.reading import Recognizer
 from digits.train.config import TrainConfig, get_preset, override, parse_augment
 from digits.train.loop import OUTLIER, OUTLIER_WEIGHT, _loss, fit
@@ -98,4 +99,10 @@ def test_a_run_learns_from_a_teacher_on_the_clean_pictures(mnist, tmp_path, monk
     top_rows = torch.cat(shown)[:, 0, 0, :]
     assert (top_rows.amax(dim=1) < 0.5).float().mean() > 0.99
     assert run.test.accuracy > 0.9
-    assert json.loads((run.dir / "run.json").read_text())["config"]["teacher"] == str(teacher.dir)
+    record = json.loads((run.dir / "run.json").read_text())
+    assert record["config"]["teacher"] == str(teacher.dir)
+    # The record names the teacher by its weights' checksum and keeps how it was trained.
+    taught_by = json.loads((teacher.dir / "run.json").read_text())
+    assert record["teacher"]["tensors_sha256"] == load_weights(teacher.dir / "model.safetensors")[1]["tensors_sha256"]
+    assert record["teacher"]["config"] == taught_by["config"]
+    assert record["teacher"]["test_accuracy"] == pytest.approx(taught_by["test_accuracy"])

@@ -24,7 +24,7 @@ from digits.spec import META_NAME, ONNX_NAME, WEIGHTS_NAME
 from digits.train.config import TrainConfig
 from digits.train.evaluate import evaluate, to_tensors, validation_temperature
 from digits.train.loop import split_train_val
-from digits.train.report import Log, provenance, run_record, training_configs
+from digits.train.report import Log, made_from, provenance, run_record, training_configs
 
 __all__ = ["join"]
 
@@ -63,19 +63,7 @@ def join(
     temperature = validation_temperature(model, val_x, val_y, device="cpu")
     val_accuracy = evaluate(model, val_x, val_y).accuracy
     test = evaluate(model, *to_tensors(data.test_images, data.test_labels))
-    joined: list[dict[str, Any]] = []
-    for path, (meta, _, record) in zip(members, loaded, strict=True):
-        configs = training_configs(record)
-        joined.append(
-            {
-                "path": str(Path(path).resolve()),
-                "model": meta["model"],
-                "preset": record.get("preset"),
-                CHECKSUM_KEY: meta.get(CHECKSUM_KEY),
-                "test_accuracy": meta.get("test_accuracy"),
-                "config": configs[0] if configs else None,
-            }
-        )
+    joined = [made_from(path, meta, record) for path, (meta, _, record) in zip(members, loaded, strict=True)]
     summary = {
         "run_dir": str(out),
         "model": "ensemble",

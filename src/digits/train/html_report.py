@@ -219,15 +219,22 @@ def _config_section(m: Measured) -> str:
         ("machine", ", ".join(str(v) for v in r.get("machine", {}).values()) or None),
     ]
     facts += [(f"data {k}", v) for k, v in r.get("data_sha256", {}).items()]
-    for i, member in enumerate(r.get("members") or [], 1):  # an ensemble (digits ensemble -o): what it joined
-        accuracy = member.get("test_accuracy")
-        said = [member.get("model"), member.get("preset") and f"preset {member['preset']}"]
-        said += [accuracy is not None and f"{_pct(accuracy)} on the test set", member.get("trained_with")]
-        said += [member.get("path")]
-        facts.append((f"member {i}", ", ".join(str(x) for x in said if x)))
+    # What it was made from: an ensemble's members (digits ensemble -o), the model that taught it (--teacher).
+    facts += [(f"member {i}", _made_from(member)) for i, member in enumerate(r.get("members") or [], 1)]
+    if r.get("teacher"):
+        facts.append(("taught by", _made_from(r["teacher"])))
     dl = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts if v is not None)
     settings = _table(["setting", "value"], [(k, json.dumps(v)) for k, v in config.items()])
     return f"<dl>{dl}</dl><details><summary>Every setting</summary>{settings}</details>"
+
+
+def _made_from(model: dict[str, Any]) -> str:
+    """One line on a model another was made from (report.made_from): what it is, how good, how it was made."""
+    accuracy = model.get("test_accuracy")
+    said = [model.get("model"), model.get("preset") and f"preset {model['preset']}"]
+    said += [accuracy is not None and f"{_pct(accuracy)} on the test set"]
+    said += [model.get("trained_with") or model.get("made_with"), model.get("path")]
+    return ", ".join(str(x) for x in said if x)
 
 
 def _curves_section(m: Measured) -> str:

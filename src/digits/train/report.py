@@ -25,7 +25,7 @@ from torch import nn
 from digits.data import MNIST
 from digits.files import atomic_symlink, write_json, write_text
 from digits.models import count_parameters
-from digits.models.weights import save_weights
+from digits.models.weights import CHECKSUM_KEY, load_weights, save_weights
 from digits.spec import META_NAME, WEIGHTS_NAME
 from digits.train.config import TrainConfig
 from digits.train.evaluate import EvalResult
@@ -167,6 +167,22 @@ def training_configs(record: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
+def made_from(path: str | Path, meta: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """What a model's record keeps of another model it was made from (an ensemble's member, a teacher): where it
+    was, what it is (``meta``: its weights' metadata, with their checksum) and how it was made (``record``: its
+    :func:`run_record`): its training config, or the command that made it and its own members."""
+    configs = training_configs(record)
+    made = {
+        "path": str(Path(path).resolve()),
+        "model": meta["model"],
+        "preset": record.get("preset"),
+        CHECKSUM_KEY: meta.get(CHECKSUM_KEY),
+        "test_accuracy": meta.get("test_accuracy"),
+        "config": configs[0] if record.get("config") or record.get("base_config") else None,
+    }
+    return made | {key: record[key] for key in ("trained_with", "made_with", "members") if key in record}
+
+
 def default_run_dir(preset: str | None, config: TrainConfig, now: datetime | None = None) -> Path:
     """``runs/<time>-<preset>-<model>-s<seed>``, or with ``-2``, ``-3``, ... when a run started in the same second
     already has that name (a script that starts several runs at once)."""
@@ -222,6 +238,9 @@ def write_run(run: Run, data: MNIST, preset: str | None, chosen_epoch: int) -> N
     )
     test = run.test.to_dict() if run.test else None
     record = {**run.summary, "config": cfg.to_dict(), "test": test, "history": run.history}
+    if cfg.teacher:  # which model taught it, and how that one was made
+        weights, taught_by = run_record(cfg.teacher)
+        record["teacher"] = made_from(cfg.teacher, load_weights(weights)[1], taught_by)
     write_json(out / META_NAME, {**record, **provenance(data)})
     rows = [",".join(run.history[0])] + [",".join("" if v is None else str(v) for v in h.values()) for h in run.history]
     write_text(out / "history.csv", "\n".join(rows) + "\n")
