@@ -9,7 +9,7 @@ Prints a table and writes it as JSON with the machine it was measured on:
   preprocess_speed.py: uneven light, noise), from the decoded array and from JPEG bytes (goal:
   median <= 15 ms).
 
-    python benchmarks/inference_speed.py [--model M] [--runs 2000] [--json PATH]
+    python benchmarks/inference_speed.py [--model M] [--int8] [--runs 2000] [--json PATH]
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import onnxruntime as ort
 import torch
 
 from common import machine_info, write_json
-from digits.export import export_onnx
+from digits.data import load_mnist
+from digits.export import CALIBRATION_IMAGES, export_onnx
 from digits.models.weights import load_weights
 from digits.reading import Recognizer
 from digits.spec import IMAGE_SIZE, ONNX_INPUT, ONNX_OUTPUT, SHIPPED_ONNX, SHIPPED_SAFETENSORS, to_model_input
@@ -86,14 +87,14 @@ def model_only(model: torch.nn.Module, onnx_path: Path, runs: int) -> list[dict[
     return rows
 
 
-def end_to_end(model: Path | None) -> list[dict[str, object]]:
+def end_to_end(model: Path | None, backends: tuple[str, ...] = ("onnx", "torch")) -> list[dict[str, object]]:
     """Decode, find the digits, normalise them, run the model, calibrate, check shapes: a 1000x1000 photo."""
     digits = [scenes.font_digit(d) for d in (3, 1, 4, 7)]
     scene = scenes.paper(digits, size=(1000, 1000), origin=(120, 420), height=150, rgb=True, noise=0.03)
     photo = scene.image  # (1000, 1000, 3) uint8
     jpeg = scenes.encode(photo, "JPEG", quality=90)
     rows = []
-    for backend in ("onnx", "torch"):
+    for backend in backends:
         r = Recognizer.load(model, backend=backend)
         # Printed digits, as in preprocess_speed.py: the flagged 1 of this font may read "?" (unlike handwriting).
         assert len(r.read(photo).digits) == 4, "the benchmark photo should hold four digits"
@@ -109,6 +110,11 @@ def end_to_end(model: Path | None) -> list[dict[str, object]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="run directory or .safetensors (default: the shipped model)")
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="run onnxruntime on the model quantized to int8, as digits export --int8 makes it (torch stays fp32)",
+    )
     parser.add_argument("--runs", type=int, default=2000, help="single-image runs (batches and reads take fewer)")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/inference_speed.json"))
     args = parser.parse_args()
@@ -116,10 +122,15 @@ def main() -> None:
     weights = args.model or SHIPPED_SAFETENSORS
     model, meta = load_weights(weights)
     model.eval()
-    onnx_path = SHIPPED_ONNX if args.model is None else Path("/tmp") / "digits-benchmark.onnx"
-    if args.model is not None:
+    onnx_path = SHIPPED_ONNX if args.model is None and not args.int8 else Path("/tmp") / "digits-benchmark.onnx"
+    if args.int8:  # activation ranges from training digits, as digits export --int8 takes them
+        calibration = load_mnist().train_images[:CALIBRATION_IMAGES]
+        export_onnx(weights, onnx_path, int8=True, calibration_images=calibration)
+    elif args.model is not None:
         export_onnx(weights, onnx_path)
-    rows = model_only(model, onnx_path, args.runs) + end_to_end(args.model)
+    # The int8 file is read by onnxruntime only; the torch rows are the fp32 network's.
+    read = end_to_end(onnx_path, ("onnx",)) if args.int8 else end_to_end(args.model)
+    rows = model_only(model, onnx_path, args.runs) + read
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     info = {
@@ -128,6 +139,7 @@ def main() -> None:
         "model": meta["model"],
         "test_accuracy": meta.get("test_accuracy"),
         "onnx_file": onnx_path.name,
+        "int8": args.int8,
         "commit": commit or None,
     }
     machine = machine_info()

@@ -219,8 +219,9 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def start_server(port: int, workers: int, log: Path) -> subprocess.Popen:
+def start_server(port: int, workers: int, log: Path, model: Path | None = None) -> subprocess.Popen:
     command = [sys.executable, "-m", "digits.cli", "serve", "--port", str(port), "--workers", str(workers)]
+    command += ["--model", str(model)] if model is not None else []
     process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -284,7 +285,7 @@ async def main_async(args: argparse.Namespace) -> tuple[list[Phase], list[tuple[
     memory: list[tuple[str, float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
-        server = start_server(port, args.workers, Path(tmp) / "server.log")
+        server = start_server(port, args.workers, Path(tmp) / "server.log", args.model)
         try:
             pids = process_tree(server.pid)
             idle = rss_mb(pids)
@@ -313,6 +314,7 @@ def main() -> None:
         default="predict,predict-canvas,batch,batch-prepared",
         help="which to run, comma-separated (default: %(default)s)",
     )
+    p.add_argument("--model", type=Path, help="digits serve --model: a run, .safetensors or .onnx (default: shipped)")
     p.add_argument("--json", type=Path, help="also write the results here, e.g. benchmarks/results/serve_load.json")
     args = p.parse_args()
     try:
@@ -365,6 +367,7 @@ def main() -> None:
             args.json,
             rows,
             workers=args.workers,
+            model=str(args.model) if args.model else "shipped",
             duration_s=args.duration,
             memory=[{"phase": n, "at_s": round(at, 1), "rss_mb": round(mb, 1)} for n, at, mb in memory],
             idle_rss_mb=server["idle_rss_mb"],

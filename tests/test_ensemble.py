@@ -93,6 +93,26 @@ def test_joined_runs_are_one_model_that_every_reader_takes(tmp_path, runs, mnist
     assert np.mean(np.array(read) == mnist.test_labels[:50]) >= 0.9
 
 
+def test_an_ensemble_in_int8_reads_as_in_fp32(tmp_path, runs, mnist):
+    """The pair served in int8 (digits export --int8, then --model FILE.onnx): both members quantized, read alike."""
+    from digits.export import export_onnx, onnx_logits, read_metadata
+    from digits.reading import Recognizer
+
+    out = tmp_path / "joined"
+    join([runs["a"], runs["b"]], out, data=mnist, log=_quiet)
+    int8 = export_onnx(out, tmp_path / "pair-int8.onnx", int8=True, calibration_images=mnist.train_images[:500])
+    meta = read_metadata(int8)
+    assert meta["int8"] is True and meta["model"] == "ensemble"
+    images, labels = mnist.test_images[:2000], mnist.test_labels[:2000]
+    fp32_right = onnx_logits(out / "model.onnx", images).argmax(1) == labels
+    int8_right = onnx_logits(int8, images).argmax(1) == labels
+    assert int8_right.mean() >= fp32_right.mean() - 0.005
+    reader = Recognizer.load(int8)
+    assert reader.temperature == pytest.approx(load_weights(out)[1]["temperature"])
+    read = np.array([reader.predict(img).digit for img in images[:50]])
+    assert np.mean(read == labels[:50]) >= 0.9
+
+
 def test_what_cannot_be_joined_is_refused_before_any_work(tmp_path, runs, mnist):
     with pytest.raises(ConfigError, match="different validation digits"):
         join([runs["a"], runs["other_split"]], tmp_path / "x", data=mnist, log=_quiet)
