@@ -83,9 +83,9 @@ def test_a_run_learns_from_a_teacher_on_the_clean_pictures(mnist, tmp_path, monk
     real = train_loop._teacher
 
     def watched(*args, **kwargs):
-        network = real(*args, **kwargs)
+        network, taught_by = real(*args, **kwargs)
         network.register_forward_hook(lambda _module, inputs, _output: shown.append(inputs[0].detach().clone()))
-        return network
+        return network, taught_by
 
     monkeypatch.setattr(train_loop, "_teacher", watched)
     lines: list[str] = []

@@ -54,7 +54,7 @@ from digits.train.ema import ema_copy, update_ema
 from digits.train.evaluate import EvalResult, evaluate, to_tensors, validation_temperature
 from digits.train.fast.fused import Grads, SeedGradients, seed_layers, stem_forward
 from digits.train.optim import Optimizer
-from digits.train.report import Log, Progress, Run, write_run
+from digits.train.report import Log, Progress, Run, made_from, run_record, write_run
 from digits.train.schedule import lr_factor
 
 __all__ = ["Run", "fit", "gradient_function", "split_train_val", "train_one_epoch"]
@@ -98,7 +98,7 @@ def fit(
         device = resolve_device(cfg.device, world)
         # The networks first: a wrong model option or teacher is an error before minutes of data preparation.
         model, optimizer, ema = _build(state, device)
-        teacher = _teacher(cfg, device, log)
+        teacher, taught_by = _teacher(cfg, device, log)
         data = data if data is not None else load_mnist(data_dir, log=log)
         train_x, train_y, val_x, val_y = split_train_val(data, cfg)
         if len(train_x) == 0:
@@ -134,7 +134,7 @@ def fit(
             on_epoch,
             teacher,
         )
-        return _finish(state, eval_model, (val_x, val_y), data, device, out_dir, stopped, log, world, test)
+        return _finish(state, eval_model, (val_x, val_y), data, device, out_dir, stopped, log, world, test, taught_by)
 
 
 def _quiet(_: str) -> None:
@@ -468,8 +468,10 @@ def _finish(
     log: Log,
     world: World = SINGLE,
     with_test: bool = True,
+    taught_by: dict[str, Any] | None = None,
 ) -> Run:
-    """Keep the chosen weights, fit the temperature on validation data, test once, write the run."""
+    """Keep the chosen weights, fit the temperature on validation data, test once, write the run (``taught_by``:
+    what :func:`_teacher` says of the teacher, kept in it)."""
     cfg = state.config
     if cfg.select == "best" and state.best.state is not None:
         final.load_state_dict(state.best.state)
@@ -497,6 +499,7 @@ def _finish(
             "the model diverged, and is not saved; start again with a smaller --lr, in a new --out"
         )
     run = Run(out_dir, cfg, final.eval(), state.history, test, state.train_seconds, stopped, temperature, world.size)
+    run.teacher = taught_by  # (kept in run.json by write_run)
     if world.is_main:
         write_run(run, data, state.preset, state.best.epoch if cfg.select == "best" else len(state.history))
         (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)  # complete: the weights and metadata are all it needs
@@ -559,15 +562,17 @@ def _loss(logits: Tensor, y: Tensor, cfg: TrainConfig, taught: Tensor | None) ->
     return torch.where(digit, ce, OUTLIER_WEIGHT * uniform).sum() / len(y)
 
 
-def _teacher(cfg: TrainConfig, device: torch.device, log: Log) -> nn.Module | None:
-    """The network of ``cfg.teacher``, in evaluation mode, when ``cfg.distill`` asks for one."""
+def _teacher(cfg: TrainConfig, device: torch.device, log: Log) -> tuple[nn.Module | None, dict[str, Any] | None]:
+    """The network of ``cfg.teacher``, in evaluation mode, when ``cfg.distill`` asks for one, and what the run's
+    record keeps of it (:func:`made_from`: its checksum and how it was made, as it was when loaded)."""
     if not cfg.distill:
-        return None
+        return None, None
     from digits.models.weights import load_weights
 
-    network, meta = load_weights(cfg.teacher)
+    weights, record = run_record(cfg.teacher)
+    network, meta = load_weights(weights)
     log(f"learning from {cfg.teacher} ({meta['model']}) too: {cfg.distill:g} of each digit's loss")
-    return network.to(device).eval().requires_grad_(False)
+    return network.to(device).eval().requires_grad_(False), made_from(cfg.teacher, meta, record)
 
 
 def train_one_epoch(

@@ -25,7 +25,7 @@ from torch import nn
 from digits.data import MNIST
 from digits.files import atomic_symlink, write_json, write_text
 from digits.models import count_parameters
-from digits.models.weights import CHECKSUM_KEY, load_weights, save_weights
+from digits.models.weights import CHECKSUM_KEY, save_weights
 from digits.spec import META_NAME, WEIGHTS_NAME
 from digits.train.config import TrainConfig
 from digits.train.evaluate import EvalResult
@@ -49,6 +49,7 @@ class Run:
     stopped_early: str = ""
     temperature: float = 1.0  # softmax temperature fitted on the validation split (1.0 without one)
     world_size: int = 1  # processes that trained it (digits.train.distributed)
+    teacher: dict[str, Any] | None = None  # the model it learned from too (made_from), when it had one
     summary: dict[str, Any] = field(default_factory=dict)
 
 
@@ -238,9 +239,8 @@ def write_run(run: Run, data: MNIST, preset: str | None, chosen_epoch: int) -> N
     )
     test = run.test.to_dict() if run.test else None
     record = {**run.summary, "config": cfg.to_dict(), "test": test, "history": run.history}
-    if cfg.teacher:  # which model taught it, and how that one was made
-        weights, taught_by = run_record(cfg.teacher)
-        record["teacher"] = made_from(cfg.teacher, load_weights(weights)[1], taught_by)
+    if run.teacher:  # which model taught it, and how that one was made
+        record["teacher"] = run.teacher
     write_json(out / META_NAME, {**record, **provenance(data)})
     rows = [",".join(run.history[0])] + [",".join("" if v is None else str(v) for v in h.values()) for h in run.history]
     write_text(out / "history.csv", "\n".join(rows) + "\n")
