@@ -525,6 +525,14 @@ def test_damaged_model_options_in_the_metadata_are_a_clear_error(tmp_path, optio
         load_weights(tmp_path / "m.safetensors")
 
 
+def test_an_onnx_file_given_for_weights_is_named_as_such(tmp_path):
+    """A teacher, a base or a model to evaluate given as the ONNX export: said plainly, not as a damaged header."""
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"\x08\x09 an ONNX protobuf")
+    with pytest.raises(ModelFileError, match="is an ONNX file.*run directory or .safetensors"):
+        load_weights(onnx)
+
+
 def _flip_bytes(path: Path, at: int, n: int = 64) -> None:
     data = bytearray(path.read_bytes())
     data[at : at + n] = bytes(b ^ 0xFF for b in data[at : at + n])

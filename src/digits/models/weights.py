@@ -104,6 +104,10 @@ def load_weights(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         path = path / WEIGHTS_NAME
     if not path.is_file():
         raise ModelFileError(f"no model file at {path}: give a run directory or a .safetensors file")
+    if path.suffix == ".onnx":  # what onnxruntime runs holds no network torch can rebuild
+        raise ModelFileError(
+            f"{path} is an ONNX file, which only reads; give the weights: a run directory or .safetensors"
+        )
     try:
         with safe_open(str(path), framework="pt") as f:
             raw_meta = f.metadata() or {}

@@ -172,14 +172,14 @@ def made_from(path: str | Path, meta: dict[str, Any], record: dict[str, Any]) ->
     """What a model's record keeps of another model it was made from (an ensemble's member, a teacher): where it
     was, what it is (``meta``: its weights' metadata, with their checksum) and how it was made (``record``: its
     :func:`run_record`): its training config, or the command that made it and its own members."""
-    configs = training_configs(record)
+    own = training_configs(record) if "members" not in record else []  # an ensemble's configs are its members'
     made = {
         "path": str(Path(path).resolve()),
         "model": meta["model"],
         "preset": record.get("preset"),
         CHECKSUM_KEY: meta.get(CHECKSUM_KEY),
         "test_accuracy": meta.get("test_accuracy"),
-        "config": configs[0] if record.get("config") or record.get("base_config") else None,
+        "config": own[0] if own else None,
     }
     return made | {key: record[key] for key in ("trained_with", "made_with", "members") if key in record}
 
