@@ -25,6 +25,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -107,6 +108,8 @@ def fit(
             train_x, train_y = _with_captures(train_x, train_y, cfg, log)
         if cfg.outliers:
             train_x, train_y = _with_outliers(train_x, train_y, cfg, log)
+        if cfg.fonts:
+            train_x, train_y = _with_fonts(train_x, train_y, cfg, log)
         # The whole training set lives on the device as one float tensor: (N, 1, 28, 28), no loader, no workers.
         train = as_model_input(train_x, channels_last=cfg.channels_last).to(device), train_y.to(device)
         broadcast_parameters(model, world)  # equal already (same seed or checkpoint); made sure, as DDP does
@@ -319,21 +322,34 @@ def _with_captures(x: Tensor, y: Tensor, cfg: TrainConfig, log: Log) -> Data:
 def _with_outliers(x: Tensor, y: Tensor, cfg: TrainConfig, log: Log) -> Data:
     """The training set followed by ``cfg.outliers`` non-digit shapes and their captured copies, labelled
     OUTLIER (trained towards the uniform distribution: see :func:`gradient_function`)."""
-    import numpy as np
-
-    from digits.train.captures import captured_digits
     from digits.train.outliers import outlier_images
 
     images = outlier_images(cfg.outliers, seed=cfg.seed)
-    labels = np.full(len(images), OUTLIER, np.int64)
+    extra_x, extra_y = _and_captured(images, np.full(len(images), OUTLIER, np.int64), cfg, log)
+    log(f"adding {len(extra_x):,} non-digit shapes, trained towards no digit in particular")
+    return torch.cat([x, extra_x]), torch.cat([y, extra_y])
+
+
+def _with_fonts(x: Tensor, y: Tensor, cfg: TrainConfig, log: Log) -> Data:
+    """The training set followed by ``cfg.fonts`` digits in handwriting fonts and their captured copies."""
+    from digits.train.fonts import font_digits, font_files
+
+    files = font_files()
+    extra_x, extra_y = _and_captured(*font_digits(cfg.fonts, seed=cfg.seed, files=files), cfg, log)
+    log(f"adding {len(extra_x):,} digits drawn in {len(files)} handwriting fonts")
+    return torch.cat([x, extra_x]), torch.cat([y, extra_y])
+
+
+def _and_captured(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, log: Log) -> Data:
+    """``images`` and their ``cfg.captures`` captured copies each (digits.train.captures), as tensors."""
+    from digits.train.captures import captured_digits
+
     if cfg.captures:
         extra, extra_labels = captured_digits(
             images, labels, cfg.captures, seed=cfg.seed, workers=cfg.threads or 0, log=log
         )
         images, labels = np.concatenate([images, extra]), np.concatenate([labels, extra_labels])
-    log(f"adding {len(images):,} non-digit shapes, trained towards no digit in particular")
-    extra_x, extra_y = to_tensors(images, labels)
-    return torch.cat([x, extra_x]), torch.cat([y, extra_y])
+    return to_tensors(images, labels)
 
 
 def _build(state: TrainState, device: torch.device) -> tuple[nn.Module, Optimizer, nn.Module | None]:

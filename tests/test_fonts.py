@@ -1,0 +1,56 @@
+"""digits.train.fonts: digits drawn in handwriting fonts for training, never the fonts the benchmarks read."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+
+import digits.train.fonts as fonts
+from digits.errors import ConfigError
+from digits.reading import Recognizer
+from digits.train.config import get_preset, override
+from digits.train.loop import fit
+
+ROOT = Path(__file__).resolve().parents[1]
+# Fonts that ship with matplotlib (a training dependency), so these tests need no Debian font package.
+DEJAVU = [Path(matplotlib.get_data_path()) / "fonts/ttf" / name for name in ("DejaVuSans.ttf", "DejaVuSerif.ttf")]
+
+
+def test_font_digits_are_mnist_like_labelled_deterministic_and_varied():
+    images, labels = fonts.font_digits(300, seed=0, files=DEJAVU)
+    again, _ = fonts.font_digits(300, seed=0, files=DEJAVU)
+    assert images.shape == (300, 28, 28) and images.dtype == np.uint8 and np.array_equal(images, again)
+    assert not np.array_equal(images, fonts.font_digits(300, seed=1, files=DEJAVU)[0])
+    assert set(labels.tolist()) == set(range(10))
+    assert (images.reshape(300, -1).max(axis=1) == 255).all()  # ink in every one, stretched like MNIST's
+    assert len({x.tobytes() for x in images}) == 300  # slant, rotation, aspect and stroke differ each time
+    # Each picture shows its label: the shipped model reads printed digits, distorted as they are, nearly all right.
+    read = [p.digit for p in Recognizer.load().classify(images)]
+    assert np.mean(np.array(read) == labels) > 0.9
+
+
+def test_no_training_font_is_one_the_reading_benchmarks_evaluate_with():
+    source = (ROOT / "benchmarks/reading_sets.py").read_text()
+    evaluated = {Path(g).parent for g in re.findall(r'"(/usr/share/fonts/[^"]+)"', source)}
+    trained = {Path(g).parent for g in fonts.FONT_GLOBS}
+    assert len(evaluated) >= 10 and len(trained) >= 10
+    assert not evaluated & trained, evaluated & trained
+
+
+def test_no_installed_font_is_a_clear_error_naming_the_packages(tmp_path):
+    with pytest.raises(ConfigError, match="apt-get install fonts-"):
+        fonts.font_files([str(tmp_path / "*.ttf")])
+
+
+def test_training_with_fonts_adds_their_digits(mnist, tmp_path, monkeypatch):
+    monkeypatch.setattr(fonts, "FONT_GLOBS", tuple(str(p) for p in DEJAVU))
+    lines: list[str] = []
+    cfg = override(get_preset("fast"), train_limit=2000, val_split=0.1, epochs=1, threads=1, fonts=500)
+    run = fit(cfg, tmp_path / "run", data=mnist, progress=False, log=lines.append)
+    assert any(line == "adding 500 digits drawn in 2 handwriting fonts" for line in lines), lines
+    assert any("on 2,300 images" in line for line in lines), lines  # 1,800 of MNIST's and the 500
+    assert run.test is not None and run.test.accuracy > 0.8
