@@ -33,6 +33,15 @@ def test_font_digits_are_mnist_like_labelled_deterministic_and_varied():
     assert np.mean(np.array(read) == labels) > 0.9
 
 
+def test_a_font_that_draws_no_digit_gives_none():
+    symbols = Path(matplotlib.get_data_path()) / "fonts/ttf/STIXSizOneSymReg.ttf"  # large math symbols, no digits
+    images, labels = fonts.font_digits(50, seed=0, files=[symbols, DEJAVU[0]])
+    only_dejavu, _ = fonts.font_digits(50, seed=0, files=[DEJAVU[0]])
+    assert np.array_equal(images, only_dejavu) and (images.reshape(50, -1).max(axis=1) == 255).all()
+    with pytest.raises(ConfigError, match="none of the fonts draws a digit"):
+        fonts.font_digits(5, files=[symbols])
+
+
 def test_no_training_font_is_one_the_reading_benchmarks_evaluate_with():
     source = (ROOT / "benchmarks/reading_sets.py").read_text()
     evaluated = {Path(g).parent for g in re.findall(r'"(/usr/share/fonts/[^"]+)"', source)}
