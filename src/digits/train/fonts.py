@@ -1,10 +1,10 @@
-"""Digits drawn in handwriting fonts, for training: shapes of writers MNIST's 500 never were.
+"""Digits drawn in handwriting fonts, for training: shapes from writers other than MNIST's five hundred or so.
 
 MNIST's writers are American census staff and students of the 1990s; a thin slanted 4 with an open top, a
-looped 2 or a crossed 7 is rare among them, and a network trained on them alone reads such digits right
-but with little confidence. Handwriting fonts are other writers' digits, each drawn here many times:
-slanted, rotated, stretched, at stroke widths from a hairline to a marker, then normalised like an MNIST
-digit (and given captured copies like the others when the run has them).
+looped 2 or a crossed 7 is rare among them. Handwriting fonts are other writers' digits, each drawn here many
+times: slanted, rotated, stretched, at stroke widths from a hairline to a marker, then normalised like an MNIST
+digit (and given captured copies like the others when the run has them). What they changed in the `reader`
+network, over two seeds, is in benchmarks/README.md ("Digits in other handwriting fonts").
 
 The fonts come from Debian packages (:data:`PACKAGES`), none of them a font the reading benchmarks
 evaluate with (benchmarks/reading_sets.py; a test checks the two lists share nothing).
@@ -93,7 +93,7 @@ def _distort(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def font_digits(n: int, seed: int = 0, files: Sequence[Path] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``n`` digits in handwriting fonts, normalised like MNIST's: ((n, 28, 28) uint8 light on black, labels).
 
-    Fonts and digits are drawn uniformly; a font without a digit (no ink) gives that digit from another font.
+    Each picture is a (font, digit) drawn uniformly; a font that draws no ink for a digit is left out for that digit.
     """
     glyphs = _glyphs(files if files is not None else font_files())
     usable = [(f, d) for f, row in enumerate(glyphs) for d in range(10) if row[d].size]
