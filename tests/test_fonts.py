@@ -55,6 +55,25 @@ def test_no_installed_font_is_a_clear_error_naming_the_packages(tmp_path):
         fonts.font_files([str(tmp_path / "*.ttf")])
 
 
+def test_a_file_that_is_no_font_is_a_clear_error(tmp_path):
+    bad = tmp_path / "notes.ttf"
+    bad.write_text("not a font")
+    with pytest.raises(ConfigError, match="notes.ttf is not a font file that can be read"):
+        fonts.font_digits(5, files=[bad])
+
+
+def test_training_with_fonts_and_none_installed_fails_before_reading_the_data(tmp_path, monkeypatch):
+    monkeypatch.setattr(fonts, "FONT_GLOBS", (str(tmp_path / "*.ttf"),))
+
+    class NoData:  # any use of the data would fail otherwise
+        def __getattr__(self, name: str) -> object:
+            raise AssertionError(f"the data was read ({name}) before the fonts were checked")
+
+    cfg = override(get_preset("fast"), train_limit=2000, epochs=1, threads=1, fonts=500)
+    with pytest.raises(ConfigError, match="apt-get install fonts-"):
+        fit(cfg, tmp_path / "run", data=NoData(), progress=False, log=lambda _: None)  # type: ignore[arg-type]
+
+
 def test_training_with_fonts_adds_their_digits(mnist, tmp_path, monkeypatch):
     monkeypatch.setattr(fonts, "FONT_GLOBS", tuple(str(p) for p in DEJAVU))
     lines: list[str] = []

@@ -64,7 +64,10 @@ def _glyphs(files: Sequence[Path]) -> list[list[np.ndarray]]:
     """Each font's digits 0-9 as light ink on black, cropped to the ink."""
     out = []
     for path in files:
-        font = ImageFont.truetype(str(path), SIZE)
+        try:
+            font = ImageFont.truetype(str(path), SIZE)
+        except OSError as e:  # missing, or not a font FreeType reads
+            raise ConfigError(f"{path} is not a font file that can be read ({e}); give TrueType or OpenType") from e
         row = []
         for digit in range(10):
             canvas = Image.new("L", (2 * SIZE, 2 * SIZE), 0)

@@ -100,6 +100,7 @@ def fit(
         # The networks first: a wrong model option or teacher is an error before minutes of data preparation.
         model, optimizer, ema = _build(state, device)
         teacher, taught_by = _teacher(cfg, device, log)
+        fonts = _font_files(cfg)  # (an error before minutes of data preparation too)
         data = data if data is not None else load_mnist(data_dir, log=log)
         train_x, train_y, val_x, val_y = split_train_val(data, cfg)
         if len(train_x) == 0:
@@ -108,8 +109,8 @@ def fit(
             train_x, train_y = _with_captures(train_x, train_y, cfg, log)
         if cfg.outliers:
             train_x, train_y = _with_outliers(train_x, train_y, cfg, log)
-        if cfg.fonts:
-            train_x, train_y = _with_fonts(train_x, train_y, cfg, log)
+        if fonts:
+            train_x, train_y = _with_fonts(train_x, train_y, fonts, cfg, log)
         # The whole training set lives on the device as one float tensor: (N, 1, 28, 28), no loader, no workers.
         train = as_model_input(train_x, channels_last=cfg.channels_last).to(device), train_y.to(device)
         broadcast_parameters(model, world)  # equal already (same seed or checkpoint); made sure, as DDP does
@@ -330,11 +331,19 @@ def _with_outliers(x: Tensor, y: Tensor, cfg: TrainConfig, log: Log) -> Data:
     return torch.cat([x, extra_x]), torch.cat([y, extra_y])
 
 
-def _with_fonts(x: Tensor, y: Tensor, cfg: TrainConfig, log: Log) -> Data:
-    """The training set followed by ``cfg.fonts`` digits in handwriting fonts and their captured copies."""
-    from digits.train.fonts import font_digits, font_files
+def _font_files(cfg: TrainConfig) -> list[Path]:
+    """The handwriting font files ``cfg.fonts`` draws from (none when it is 0); an error naming the packages if
+    none is installed."""
+    from digits.train.fonts import font_files
 
-    files = font_files()
+    return font_files() if cfg.fonts else []
+
+
+def _with_fonts(x: Tensor, y: Tensor, files: list[Path], cfg: TrainConfig, log: Log) -> Data:
+    """The training set followed by ``cfg.fonts`` digits in the handwriting fonts ``files`` and their captured
+    copies."""
+    from digits.train.fonts import font_digits
+
     extra_x, extra_y = _and_captured(*font_digits(cfg.fonts, seed=cfg.seed, files=files), cfg, log)
     log(f"adding {len(extra_x):,} digits drawn in {len(files)} handwriting fonts")
     return torch.cat([x, extra_x]), torch.cat([y, extra_y])
