@@ -38,7 +38,7 @@ def test_a_font_that_draws_no_digit_gives_none():
     images, labels = fonts.font_digits(50, seed=0, files=[symbols, DEJAVU[0]])
     only_dejavu, _ = fonts.font_digits(50, seed=0, files=[DEJAVU[0]])
     assert np.array_equal(images, only_dejavu) and (images.reshape(50, -1).max(axis=1) == 255).all()
-    with pytest.raises(ConfigError, match="none of the fonts draws a digit"):
+    with pytest.raises(ConfigError, match="none of the fonts draws any of"):
         fonts.font_digits(5, files=[symbols])
 
 
@@ -81,4 +81,24 @@ def test_training_with_fonts_adds_their_digits(mnist, tmp_path, monkeypatch):
     run = fit(cfg, tmp_path / "run", data=mnist, progress=False, log=lines.append)
     assert any(line == "adding 500 digits drawn in 2 handwriting fonts" for line in lines), lines
     assert any("on 2,300 images" in line for line in lines), lines  # 1,800 of MNIST's and the 500
+    assert run.test is not None and run.test.accuracy > 0.8
+
+
+def test_font_letters_are_not_digits_deterministic_and_doubted_by_the_shipped_model():
+    images = fonts.font_not_digits(200, seed=0, files=DEJAVU)
+    assert images.shape == (200, 28, 28) and np.array_equal(images, fonts.font_not_digits(200, seed=0, files=DEJAVU))
+    assert not np.array_equal(images, fonts.font_digits(200, seed=0, files=DEJAVU)[0])  # another random stream
+    assert (images.reshape(200, -1).max(axis=1) == 255).all() and len({x.tobytes() for x in images}) == 200
+    assert not set("0123456789OIlSZBGqgbDoisz") & set(fonts.NOT_DIGITS)  # nothing often written like a digit
+    doubted = [p.digit is None or p.uncertain for p in Recognizer.load().classify(images)]
+    assert np.mean(doubted) > 0.6
+
+
+def test_training_with_font_letters_trains_them_towards_no_digit(mnist, tmp_path, monkeypatch):
+    monkeypatch.setattr(fonts, "FONT_GLOBS", tuple(str(p) for p in DEJAVU))
+    lines: list[str] = []
+    cfg = override(get_preset("fast"), train_limit=2000, val_split=0.1, epochs=1, threads=1, font_letters=300)
+    run = fit(cfg, tmp_path / "run", data=mnist, progress=False, log=lines.append)
+    assert "adding 300 letters and symbols drawn in 2 handwriting fonts, as non-digits" in lines, lines
+    assert any("on 2,100 images" in line for line in lines), lines
     assert run.test is not None and run.test.accuracy > 0.8

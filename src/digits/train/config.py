@@ -208,6 +208,7 @@ class TrainConfig:
     captures: int = 0
     outliers: int = 0
     fonts: int = 0
+    font_letters: int = 0
     # a trained model whose answers on the clean pictures are learned too (knowledge distillation)
     teacher: str = ""
     distill: float = 0.0
@@ -261,8 +262,17 @@ class TrainConfig:
             (not self.teacher or self.distill > 0, "a teacher needs distill above 0 (its share of each digit's loss)"),
             (0.0 <= self.target_accuracy <= 1.0, "target_accuracy must be in [0, 1]"),
             (
-                min(self.patience, self.train_limit, self.eval_every, self.captures, self.outliers, self.fonts) >= 0,
-                "patience, train_limit, eval_every, captures, outliers, fonts must be >= 0",
+                min(
+                    self.patience,
+                    self.train_limit,
+                    self.eval_every,
+                    self.captures,
+                    self.outliers,
+                    self.fonts,
+                    self.font_letters,
+                )
+                >= 0,
+                "patience, train_limit, eval_every, captures, outliers, fonts, font_letters must be >= 0",
             ),
             (0.0 < self.warmup < 1.0, "warmup must be in (0, 1)"),
             (0.0 < self.lr < math.inf, "lr must be finite"),
@@ -326,6 +336,8 @@ FIELD_HELP = {
     "(outlier exposure), so the model doubts what is not a digit",
     "fonts": "digits drawn in handwriting fonts (other writers' shapes: slanted, stretched, hairline to marker) added "
     "to training, with captured copies when captures is set; needs Debian's fonts (digits.train.fonts.PACKAGES)",
+    "font_letters": "letters and symbols drawn in the same handwriting fonts, trained towards the uniform distribution "
+    "as outliers are, with captured copies when captures is set",
     "teacher": "a trained model (run directory or .safetensors) whose probabilities for each digit's clean picture "
     "(its shape changes, none of augment's marks, noise, blur or lighting) are learned too",
     "distill": "weight of the teacher's probabilities in the loss of each digit, against its label's (0: no teacher)",

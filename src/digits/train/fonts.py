@@ -23,8 +23,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from digits.errors import ConfigError
 from digits.reading.normalize import to_mnist
+from digits.train.outliers import LETTERS
 
-__all__ = ["FONT_GLOBS", "PACKAGES", "font_digits", "font_files"]
+__all__ = ["FONT_GLOBS", "NOT_DIGITS", "PACKAGES", "font_digits", "font_files", "font_not_digits"]
 
 # Handwriting-like faces (pen, brush, chancery), by the Debian package that installs them. A face whose hairlines
 # vanish at MNIST's scale (fonts-ecolier-court's) is left out: its digits came out in pieces.
@@ -47,6 +48,9 @@ FONT_GLOBS = (
     "/usr/share/fonts/truetype/unfonts-extra/UnPilgia.ttf",
     "/usr/share/fonts/truetype/yozvox-yozfont/YOzBAF*.ttf",
 )
+# What the fonts draw that is not a digit: the letters and symbols of digits.train.outliers (none often written
+# like a digit) and a few more.
+NOT_DIGITS = "".join(k for k in LETTERS if len(k) == 1) + "cvx&@"
 SIZE = 96  # the glyphs are drawn this many pixels tall, on a canvas twice as wide
 STROKE = (1.2, 4.5)  # stroke widths at MNIST's 20-pixel scale, drawn log-uniformly (MNIST's median: 2.7)
 
@@ -60,8 +64,8 @@ def font_files(globs: Sequence[str] | None = None) -> list[Path]:
     return files
 
 
-def _glyphs(files: Sequence[Path]) -> list[list[np.ndarray]]:
-    """Each font's digits 0-9 as light ink on black, cropped to the ink."""
+def _glyphs(files: Sequence[Path], characters: str) -> list[list[np.ndarray]]:
+    """Each font's ``characters`` as light ink on black, cropped to the ink (empty where the font draws none)."""
     out = []
     for path in files:
         try:
@@ -69,9 +73,9 @@ def _glyphs(files: Sequence[Path]) -> list[list[np.ndarray]]:
         except OSError as e:  # missing, or not a font FreeType reads
             raise ConfigError(f"{path} is not a font file that can be read ({e}); give TrueType or OpenType") from e
         row = []
-        for digit in range(10):
+        for character in characters:
             canvas = Image.new("L", (2 * SIZE, 2 * SIZE), 0)
-            ImageDraw.Draw(canvas).text((SIZE // 2, SIZE // 4), str(digit), fill=255, font=font)
+            ImageDraw.Draw(canvas).text((SIZE // 2, SIZE // 4), character, fill=255, font=font)
             ink = np.asarray(canvas)
             ys, xs = np.nonzero(ink > 0)
             row.append(ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] if len(ys) else ink[:0, :0])
@@ -98,17 +102,30 @@ def font_digits(n: int, seed: int = 0, files: Sequence[Path] | None = None) -> t
 
     Each picture is a (font, digit) drawn uniformly; a font that draws no ink for a digit is left out for that digit.
     """
-    glyphs = _glyphs(files if files is not None else font_files())
-    usable = [(f, d) for f, row in enumerate(glyphs) for d in range(10) if row[d].size]
+    return _drawn(n, "0123456789", np.random.default_rng(seed), files)
+
+
+def font_not_digits(n: int, seed: int = 0, files: Sequence[Path] | None = None) -> np.ndarray:
+    """``n`` letters and symbols (:data:`NOT_DIGITS`) in handwriting fonts, drawn and normalised as
+    :func:`font_digits` draws digits: (n, 28, 28) uint8, light on black."""
+    return _drawn(n, NOT_DIGITS, np.random.default_rng([seed, 1]), files)[0]
+
+
+def _drawn(
+    n: int, characters: str, rng: np.random.Generator, files: Sequence[Path] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` of ``characters``, each a (font, character) drawn uniformly, distorted and normalised like MNIST's;
+    and the index of each one's character."""
+    glyphs = _glyphs(files if files is not None else font_files(), characters)
+    usable = [(f, c) for f, row in enumerate(glyphs) for c in range(len(characters)) if row[c].size]
     if not usable:
-        raise ConfigError("none of the fonts draws a digit")
-    rng = np.random.default_rng(seed)
+        raise ConfigError(f"none of the fonts draws any of {characters!r}")
     images = np.zeros((n, 28, 28), np.uint8)
     labels = np.zeros(n, np.int64)
     lo, hi = np.log(STROKE)
     for i in range(n):
-        f, d = usable[int(rng.integers(len(usable)))]
-        ink = _distort(glyphs[f][d], rng)
+        f, c = usable[int(rng.integers(len(usable)))]
+        ink = _distort(glyphs[f][c], rng)
         images[i] = to_mnist(ink, stroke=float(np.exp(rng.uniform(lo, hi))))
-        labels[i] = d
+        labels[i] = c
     return images, labels

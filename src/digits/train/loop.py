@@ -61,7 +61,7 @@ from digits.train.schedule import lr_factor
 __all__ = ["Run", "fit", "gradient_function", "split_train_val", "train_one_epoch"]
 
 Data = tuple[Tensor, Tensor]  # (images, labels)
-# The label of a training image that is not a digit (cfg.outliers): its target is the uniform distribution.
+# The label of a training image that is not a digit (cfg.outliers, cfg.font_letters): trained towards uniform.
 OUTLIER = -1
 # Weight of the outlier term in the loss: Hendrycks et al. 2019 use 0.5 for classifiers.
 OUTLIER_WEIGHT = 0.5
@@ -332,21 +332,28 @@ def _with_outliers(x: Tensor, y: Tensor, cfg: TrainConfig, log: Log) -> Data:
 
 
 def _font_files(cfg: TrainConfig) -> list[Path]:
-    """The handwriting font files ``cfg.fonts`` draws from (none when it is 0); an error naming the packages if
-    none is installed."""
+    """The handwriting font files ``cfg.fonts`` and ``cfg.font_letters`` draw from (none when both are 0); an error
+    naming the packages if none is installed."""
     from digits.train.fonts import font_files
 
-    return font_files() if cfg.fonts else []
+    return font_files() if cfg.fonts or cfg.font_letters else []
 
 
 def _with_fonts(x: Tensor, y: Tensor, files: list[Path], cfg: TrainConfig, log: Log) -> Data:
-    """The training set followed by ``cfg.fonts`` digits in the handwriting fonts ``files`` and their captured
-    copies."""
-    from digits.train.fonts import font_digits
+    """The training set followed by ``cfg.fonts`` digits and ``cfg.font_letters`` letters and symbols (labelled
+    OUTLIER) in the handwriting fonts ``files``, and their captured copies."""
+    from digits.train.fonts import font_digits, font_not_digits
 
-    extra_x, extra_y = _and_captured(*font_digits(cfg.fonts, seed=cfg.seed, files=files), cfg, log)
-    log(f"adding {len(extra_x):,} digits drawn in {len(files)} handwriting fonts")
-    return torch.cat([x, extra_x]), torch.cat([y, extra_y])
+    if cfg.fonts:
+        extra_x, extra_y = _and_captured(*font_digits(cfg.fonts, seed=cfg.seed, files=files), cfg, log)
+        log(f"adding {len(extra_x):,} digits drawn in {len(files)} handwriting fonts")
+        x, y = torch.cat([x, extra_x]), torch.cat([y, extra_y])
+    if cfg.font_letters:
+        images = font_not_digits(cfg.font_letters, seed=cfg.seed, files=files)
+        extra_x, extra_y = _and_captured(images, np.full(len(images), OUTLIER, np.int64), cfg, log)
+        log(f"adding {len(extra_x):,} letters and symbols drawn in {len(files)} handwriting fonts, as non-digits")
+        x, y = torch.cat([x, extra_x]), torch.cat([y, extra_y])
+    return x, y
 
 
 def _and_captured(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, log: Log) -> Data:
@@ -555,7 +562,7 @@ def gradient_function(model: nn.Module, cfg: TrainConfig, device: torch.device) 
     """
     fused = cfg.fused and device.type == "cpu"
     net = model.net if isinstance(model, ShiftAverage) else model  # the same function while training
-    if fused and seed_layers(net) is not None and not cfg.outliers and not cfg.distill:
+    if fused and seed_layers(net) is not None and not _has_outliers(cfg) and not cfg.distill:
         return SeedGradients(net, cfg.precision, cfg.label_smoothing)
     forward = (stem_forward(net, cfg.precision) if fused else None) or model
 
@@ -570,12 +577,17 @@ def gradient_function(model: nn.Module, cfg: TrainConfig, device: torch.device) 
     return grads
 
 
+def _has_outliers(cfg: TrainConfig) -> bool:
+    """Whether some training pictures are not digits (label OUTLIER): outlier shapes or letters in the fonts."""
+    return bool(cfg.outliers or cfg.font_letters)
+
+
 def _loss(logits: Tensor, y: Tensor, cfg: TrainConfig, taught: Tensor | None) -> Tensor:
     """The batch's mean loss: cross-entropy with the labels (smoothed by ``cfg.label_smoothing``); with a
     teacher's probabilities ``taught`` (B, 10), a share ``cfg.distill`` of each digit's loss is the cross-entropy
     with them instead (Hinton et al. 2015, at temperature 1); with outliers (label OUTLIER), OUTLIER_WEIGHT
     times the cross-entropy from the uniform distribution on those (Hendrycks et al. 2019)."""
-    if not cfg.outliers and taught is None:
+    if not _has_outliers(cfg) and taught is None:
         return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
     digit = y != OUTLIER
     # The clamp keeps outliers' rows valid; they are masked out.

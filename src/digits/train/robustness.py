@@ -415,6 +415,10 @@ def _transforms(cfg: TrainConfig) -> list[tuple[str, tuple[str, ...]]]:
         )
     if cfg.outliers:
         out.append((f"{cfg.outliers:,} non-digit shapes trained towards no digit (outlier exposure)", ()))
+    if cfg.fonts:
+        out.append((f"{cfg.fonts:,} digits drawn in handwriting fonts: other writers' shapes, hairline to marker", ()))
+    if cfg.font_letters:
+        out.append((f"{cfg.font_letters:,} letters and symbols in handwriting fonts trained towards no digit", ()))
     return out
 
 
