@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -82,6 +83,10 @@ def test_training_with_fonts_adds_their_digits(mnist, tmp_path, monkeypatch):
     assert any(line == "adding 500 digits drawn in 2 handwriting fonts" for line in lines), lines
     assert any("on 2,300 images" in line for line in lines), lines  # 1,800 of MNIST's and the 500
     assert run.test is not None and run.test.accuracy > 0.8
+    # The run says which font files it drew from: installing or removing fonts changes what the same command draws.
+    record = json.loads((run.dir / "run.json").read_text())
+    assert [f["path"] for f in record["fonts"]] == [str(p) for p in DEJAVU]
+    assert all(len(f["sha256"]) == 64 for f in record["fonts"])
 
 
 def test_font_letters_are_not_digits_deterministic_and_doubted_by_the_shipped_model():

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from digits.data import MNIST, load_mnist
+from digits.data.cache import sha256_hex
 from digits.errors import ConfigError, DigitsError, RunError
 from digits.files import remove_partial_files
 from digits.models import count_parameters, create_model
@@ -138,7 +139,11 @@ def fit(
             on_epoch,
             teacher,
         )
-        return _finish(state, eval_model, (val_x, val_y), data, device, out_dir, stopped, log, world, test, taught_by)
+        learned_from = {"teacher": taught_by, "fonts": _font_record(fonts)}
+        learned_from = {k: v for k, v in learned_from.items() if v}
+        return _finish(
+            state, eval_model, (val_x, val_y), data, device, out_dir, stopped, log, world, test, learned_from
+        )
 
 
 def _quiet(_: str) -> None:
@@ -339,6 +344,11 @@ def _font_files(cfg: TrainConfig) -> list[Path]:
     return font_files() if cfg.fonts or cfg.font_letters else []
 
 
+def _font_record(files: list[Path]) -> list[dict[str, str]]:
+    """Each font file's path and SHA-256, for run.json: installing or removing fonts changes what a run draws."""
+    return [{"path": str(f), "sha256": sha256_hex(f.read_bytes())} for f in files]
+
+
 def _with_fonts(x: Tensor, y: Tensor, files: list[Path], cfg: TrainConfig, log: Log) -> Data:
     """The training set followed by ``cfg.fonts`` digits and ``cfg.font_letters`` letters and symbols (labelled
     OUTLIER) in the handwriting fonts ``files``, and their captured copies."""
@@ -500,10 +510,10 @@ def _finish(
     log: Log,
     world: World = SINGLE,
     with_test: bool = True,
-    taught_by: dict[str, Any] | None = None,
+    learned_from: dict[str, Any] | None = None,
 ) -> Run:
-    """Keep the chosen weights, fit the temperature on validation data, test once, write the run (``taught_by``:
-    what :func:`_teacher` says of the teacher, kept in it)."""
+    """Keep the chosen weights, fit the temperature on validation data, test once, write the run (``learned_from``:
+    what it learned from besides MNIST, kept in it: :attr:`Run.learned_from`)."""
     cfg = state.config
     if cfg.select == "best" and state.best.state is not None:
         final.load_state_dict(state.best.state)
@@ -531,7 +541,7 @@ def _finish(
             "the model diverged, and is not saved; start again with a smaller --lr, in a new --out"
         )
     run = Run(out_dir, cfg, final.eval(), state.history, test, state.train_seconds, stopped, temperature, world.size)
-    run.teacher = taught_by  # (kept in run.json by write_run)
+    run.learned_from = learned_from or {}
     if world.is_main:
         write_run(run, data, state.preset, state.best.epoch if cfg.select == "best" else len(state.history))
         (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)  # complete: the weights and metadata are all it needs

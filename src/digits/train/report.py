@@ -49,7 +49,8 @@ class Run:
     stopped_early: str = ""
     temperature: float = 1.0  # softmax temperature fitted on the validation split (1.0 without one)
     world_size: int = 1  # processes that trained it (digits.train.distributed)
-    teacher: dict[str, Any] | None = None  # the model it learned from too (made_from), when it had one
+    # What else it learned from, kept in run.json: "teacher" (made_from), "fonts" (each file's path and checksum).
+    learned_from: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
 
 
@@ -239,8 +240,7 @@ def write_run(run: Run, data: MNIST, preset: str | None, chosen_epoch: int) -> N
     )
     test = run.test.to_dict() if run.test else None
     record = {**run.summary, "config": cfg.to_dict(), "test": test, "history": run.history}
-    if run.teacher:  # which model taught it, and how that one was made
-        record["teacher"] = run.teacher
+    record |= run.learned_from  # which model taught it and how that one was made; which fonts it drew from
     write_json(out / META_NAME, {**record, **provenance(data)})
     rows = [",".join(run.history[0])] + [",".join("" if v is None else str(v) for v in h.values()) for h in run.history]
     write_text(out / "history.csv", "\n".join(rows) + "\n")
