@@ -15,6 +15,7 @@ from digits.errors import ConfigError
 from digits.reading import Recognizer
 from digits.train.config import get_preset, override
 from digits.train.loop import fit
+from digits.train.report import made_from
 
 ROOT = Path(__file__).resolve().parents[1]
 # Fonts that ship with matplotlib (a training dependency), so these tests need no Debian font package.
@@ -87,6 +88,7 @@ def test_training_with_fonts_adds_their_digits(mnist, tmp_path, monkeypatch):
     record = json.loads((run.dir / "run.json").read_text())
     assert [f["path"] for f in record["fonts"]] == [str(p) for p in DEJAVU]
     assert all(len(f["sha256"]) == 64 for f in record["fonts"])
+    assert made_from(run.dir, {"model": "fastnet"}, record)["fonts"] == record["fonts"]  # kept by an ensemble too
 
 
 def test_font_letters_are_not_digits_deterministic_and_doubted_by_the_shipped_model():

@@ -172,7 +172,7 @@ def training_configs(record: dict[str, Any]) -> list[dict[str, Any]]:
 def made_from(path: str | Path, meta: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
     """What a model's record keeps of another model it was made from (an ensemble's member, a teacher): where it
     was, what it is (``meta``: its weights' metadata, with their checksum) and how it was made (``record``: its
-    :func:`run_record`): its training config, or the command that made it and its own members."""
+    :func:`run_record`): its training config, or the command that made it and its own members; the fonts it drew."""
     own = training_configs(record) if "members" not in record else []  # an ensemble's configs are its members'
     made = {
         "path": str(Path(path).resolve()),
@@ -182,7 +182,7 @@ def made_from(path: str | Path, meta: dict[str, Any], record: dict[str, Any]) ->
         "test_accuracy": meta.get("test_accuracy"),
         "config": own[0] if own else None,
     }
-    return made | {key: record[key] for key in ("trained_with", "made_with", "members") if key in record}
+    return made | {key: record[key] for key in ("trained_with", "made_with", "members", "fonts") if key in record}
 
 
 def default_run_dir(preset: str | None, config: TrainConfig, now: datetime | None = None) -> Path:
