@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from digits.errors import ConfigError
+from digits.reading.results import DEFAULT_THRESHOLD
 
 __all__ = ["Limits", "ServeConfig", "available_cores"]
 
@@ -78,7 +79,7 @@ class ServeConfig:
     port: int = 8000
     model: str | None = None
     backend: str = "auto"
-    threshold: float = 0.9
+    threshold: float = DEFAULT_THRESHOLD
     find_pages: bool = True
     workers: int = 1
     threads: int | None = None
