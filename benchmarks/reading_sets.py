@@ -15,6 +15,9 @@ Figures on pictures made from MNIST's own digits say little about other writers 
   two-digit number. Dev: MNIST training digits 54,000-59,999 (the ``reader`` preset's validation split,
   never trained on); test: MNIST test digits.
 
+Not digits: ``letters`` in the same font families (dev and test halves), and ``script_letters`` in OpenCV's
+Hershey script faces, a dev check only.
+
 Choose settings on ``dev`` only; ``test`` is for reporting (benchmarks/reading_quality.py).
 """
 
@@ -157,6 +160,35 @@ def letters(split: str) -> list[np.ndarray]:
     chosen = families[0::2] if split == "dev" else families[1::2]
     rng = np.random.default_rng(2 if split == "dev" else 3)
     return [_font_picture(path, letter, rng) for _, paths in chosen for path in paths for letter in LETTERS]
+
+
+# OpenCV's Hershey faces that neither training nor the non-digits of benchmarks/reading_quality.py (simplex,
+# duplex) draw: two scripts, a serif italic, a triplex and a plain italic.
+SCRIPT_FACES = (
+    cv2.FONT_HERSHEY_SCRIPT_SIMPLEX,
+    cv2.FONT_HERSHEY_SCRIPT_COMPLEX,
+    cv2.FONT_HERSHEY_COMPLEX | cv2.FONT_ITALIC,
+    cv2.FONT_HERSHEY_TRIPLEX,
+    cv2.FONT_HERSHEY_PLAIN | cv2.FONT_ITALIC,
+)
+
+
+def script_letters() -> list[np.ndarray]:
+    """Letters (:data:`LETTERS`) in :data:`SCRIPT_FACES`, 8-16 px strokes at 180 px, on paper: not digits, and
+    drawn by stroke, not by a font outline. A dev check only (settings were chosen with it): no test half."""
+    from digits.testing import scenes
+
+    pictures = []
+    for i, face in enumerate(SCRIPT_FACES):
+        scale = 10.0 if face & 15 == cv2.FONT_HERSHEY_PLAIN else 5.0  # the plain face is drawn half as large
+        for j, letter in enumerate(LETTERS):
+            canvas = np.zeros((260, 300), np.uint8)
+            cv2.putText(canvas, letter, (60, 190), face, scale, 255, 8 + 4 * ((i + j) % 3), cv2.LINE_AA)
+            paper = scenes.paper(
+                [scenes.mnist_like(canvas)], size=(500, 400), origin=(150, 100), height=180, seed=i * 100 + j
+            )
+            pictures.append(paper.image)
+    return pictures
 
 
 def reading_sets(mnist: MNIST, split: str) -> list[ReadingSet]:
