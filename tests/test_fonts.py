@@ -9,13 +9,15 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pytest
+import torch
 
 import digits.train.fonts as fonts
 from digits.errors import ConfigError
 from digits.reading import Recognizer
 from digits.train.config import get_preset, override
-from digits.train.loop import fit
+from digits.train.loop import OUTLIER, _with_fonts, fit
 from digits.train.report import made_from
+from digits.train.robustness import training_transforms
 
 ROOT = Path(__file__).resolve().parents[1]
 # Fonts that ship with matplotlib (a training dependency), so these tests need no Debian font package.
@@ -109,3 +111,15 @@ def test_training_with_font_letters_trains_them_towards_no_digit(mnist, tmp_path
     assert "adding 300 letters and symbols drawn in 2 handwriting fonts, as non-digits" in lines, lines
     assert any("on 2,100 images" in line for line in lines), lines
     assert run.test is not None and run.test.accuracy > 0.8
+
+
+def test_font_letters_are_labelled_as_no_digit_and_said_in_the_runs_account():
+    x, y = torch.zeros(5, 28, 28, dtype=torch.uint8), torch.arange(5)
+    cfg = override(get_preset("fast"), fonts=20, font_letters=30)
+    lines: list[str] = []
+    all_x, all_y = _with_fonts(x, y, DEJAVU, cfg, lines.append)
+    assert all_x.shape == (55, 28, 28) and all_y[:5].tolist() == list(range(5))
+    assert set(all_y[5:25].tolist()) <= set(range(10)) and (all_y[25:] == OUTLIER).all()  # trained towards uniform
+    said = training_transforms(cfg)  # what the report and `digits robustness` say the run trained on
+    assert any("20 digits drawn in handwriting fonts" in w for w in said), said
+    assert any("30 letters and symbols in handwriting fonts trained towards no digit" in w for w in said), said
