@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import digits.train.fonts as fonts
-from digits.errors import ConfigError
+from digits.errors import ConfigError, RunError
 from digits.reading import Recognizer
 from digits.train.config import get_preset, override
 from digits.train.loop import OUTLIER, _with_fonts, fit
@@ -91,6 +91,30 @@ def test_training_with_fonts_adds_their_digits(mnist, tmp_path, monkeypatch):
     assert [f["path"] for f in record["fonts"]] == [str(p) for p in DEJAVU]
     assert all(len(f["sha256"]) == 64 for f in record["fonts"])
     assert made_from(run.dir, {"model": "fastnet"}, record)["fonts"] == record["fonts"]  # kept by an ensemble too
+
+
+class Stop(Exception):
+    pass
+
+
+def _stop(row: dict) -> None:
+    raise Stop
+
+
+def test_a_run_resumes_only_with_the_fonts_it_started_with(mnist, tmp_path, monkeypatch):
+    """Other fonts would draw other training pictures from the same seed: a resumed run would not be the run."""
+    monkeypatch.setattr(fonts, "FONT_GLOBS", tuple(str(p) for p in DEJAVU))
+    cfg = override(get_preset("fast"), train_limit=1000, val_split=0.1, epochs=2, threads=1, fonts=100)
+    quiet = {"data": mnist, "progress": False, "log": lambda _: None}
+    with pytest.raises(Stop):
+        fit(cfg, tmp_path / "run", on_epoch=_stop, **quiet)  # stopped after its first epoch, as a killed run is
+    monkeypatch.setattr(fonts, "FONT_GLOBS", (str(DEJAVU[0]),))  # one of its fonts removed since
+    with pytest.raises(RunError, match=f"other handwriting fonts than are installed now \\({DEJAVU[1]} "):
+        fit(cfg, tmp_path / "run", resume=True, **quiet)
+    monkeypatch.setattr(fonts, "FONT_GLOBS", tuple(str(p) for p in DEJAVU))  # put back
+    run = fit(cfg, tmp_path / "run", resume=True, **quiet)
+    assert [h["epoch"] for h in run.history] == [1, 2]
+    assert [f["path"] for f in json.loads((run.dir / "run.json").read_text())["fonts"]] == [str(p) for p in DEJAVU]
 
 
 def test_font_letters_are_not_digits_deterministic_and_doubted_by_the_shipped_model():

@@ -49,6 +49,7 @@ class TrainState:
     optimizer: dict[str, Any] = field(default_factory=dict)
     ema: StateDict | None = None
     best: Best = field(default_factory=Best)
+    fonts: list[dict[str, str]] = field(default_factory=list)  # the font files the run draws from: path, sha256
 
     def to_file(self) -> dict[str, Any]:
         """The dict ``torch.save`` writes: tensors, numbers, strings (config and history as JSON)."""
@@ -64,6 +65,7 @@ class TrainState:
             "best_accuracy": self.best.accuracy,
             "best_epoch": self.best.epoch,
             "best_state": self.best.state,
+            "fonts": json.dumps(self.fonts),
         }
 
     @classmethod
@@ -79,6 +81,7 @@ class TrainState:
                 optimizer=saved["optimizer"],
                 ema=saved["ema"],
                 best=Best(saved["best_accuracy"], saved["best_epoch"], saved["best_state"]),
+                fonts=json.loads(saved.get("fonts", "[]")),  # none in a checkpoint written before fonts were kept
             )
         except (KeyError, TypeError, ConfigError, json.JSONDecodeError) as exc:
             raise RunError(

@@ -102,6 +102,7 @@ def fit(
         model, optimizer, ema = _build(state, device)
         teacher, taught_by = _teacher(cfg, device, log)
         fonts = _font_files(cfg)  # (an error before minutes of data preparation too)
+        state.fonts = _same_fonts(state, _font_record(fonts), out_dir)
         data = data if data is not None else load_mnist(data_dir, log=log)
         train_x, train_y, val_x, val_y = split_train_val(data, cfg)
         if len(train_x) == 0:
@@ -139,7 +140,7 @@ def fit(
             on_epoch,
             teacher,
         )
-        learned_from = {"teacher": taught_by, "fonts": _font_record(fonts)}
+        learned_from = {"teacher": taught_by, "fonts": state.fonts}
         learned_from = {k: v for k, v in learned_from.items() if v}
         return _finish(
             state, eval_model, (val_x, val_y), data, device, out_dir, stopped, log, world, test, learned_from
@@ -347,6 +348,20 @@ def _font_files(cfg: TrainConfig) -> list[Path]:
 def _font_record(files: list[Path]) -> list[dict[str, str]]:
     """Each font file's path and SHA-256, for run.json: installing or removing fonts changes what a run draws."""
     return [{"path": str(f), "sha256": sha256_hex(f.read_bytes())} for f in files]
+
+
+def _same_fonts(state: TrainState, installed: list[dict[str, str]], out_dir: Path) -> list[dict[str, str]]:
+    """The fonts a run draws from: those ``installed`` now, which must be the ones it started with when it is
+    resumed (other fonts would draw other training pictures from the same seed); a :class:`RunError` if not."""
+    if state.epoch and state.fonts and state.fonts != installed:
+        started = {f["path"]: f["sha256"] for f in state.fonts}
+        now = {f["path"]: f["sha256"] for f in installed}
+        changed = sorted(p for p in started.keys() | now.keys() if started.get(p) != now.get(p))
+        raise RunError(
+            f"{out_dir} started with other handwriting fonts than are installed now ({', '.join(changed)} "
+            "added, removed or changed); put the same font files back to resume it, or start a new run"
+        )
+    return installed
 
 
 def _with_fonts(x: Tensor, y: Tensor, files: list[Path], cfg: TrainConfig, log: Log) -> Data:
