@@ -16,7 +16,7 @@ import digits.train.loop as train_mod
 from digits.errors import ConfigError, ModelFileError, RunError, WriteError
 from digits.models import create_model
 from digits.models.layers import dct_filters
-from digits.models.weights import load_weights
+from digits.models.weights import load_weights, sha256_of
 from digits.spec import CHECKPOINT_NAME
 from digits.train.config import PRESETS, TrainConfig, get_preset, override
 from digits.train.evaluate import evaluate, to_tensors
@@ -271,15 +271,20 @@ def test_the_checkpoint_is_one_typed_state_with_the_keys_it_always_had(tmp_path)
 
     state = TrainState(SMALL, "seed", 1, 2.5, [{"epoch": 1}], {"w": torch.ones(2)}, {"optimizer": "adam"}, None)
     state.best = Best(0.9, 1, None)
+    state.fonts = [{"path": "/fonts/a.ttf", "sha256": "0" * 64}]
     state.save(tmp_path / CHECKPOINT_NAME)
     raw = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
     assert set(raw) == {
         "config", "preset", "epoch", "train_seconds", "history", "model", "optimizer", "ema",
-        "best_accuracy", "best_epoch", "best_state", "sha256",
+        "best_accuracy", "best_epoch", "best_state", "fonts", "sha256",
     }  # fmt: skip
     back = TrainState.load(tmp_path / CHECKPOINT_NAME)
     assert back.config == SMALL and back.preset == "seed" and (back.epoch, back.train_seconds) == (1, 2.5)
     assert back.history == [{"epoch": 1}] and torch.equal(back.model["w"], torch.ones(2)) and back.best == Best(0.9, 1)
+    assert back.fonts == state.fonts
+    before_fonts = {k: v for k, v in raw.items() if k not in ("fonts", "sha256")}  # none known, still resumable
+    torch.save({**before_fonts, "sha256": sha256_of(before_fonts)}, tmp_path / "before_fonts.pt")
+    assert TrainState.load(tmp_path / "before_fonts.pt").fonts == []
     del raw["history"], raw["sha256"]  # a file from before checkpoints had a checksum
     torch.save(raw, tmp_path / "old.pt")
     with pytest.raises(RunError, match="another version"):
