@@ -53,8 +53,8 @@ FONT_GLOBS = (
     "/usr/share/fonts/opentype/kaushanscript/*.otf",
 )
 
-# A test only: no setting is chosen on these (see the docstring). One face of each package's that draws digits
-# alike (kouzan-mouhitsu's three faces do).
+# A test only: no setting is chosen on these (see the docstring). kouzan-mouhitsu's three faces draw the same
+# digits, so one of them is read.
 MORE_FONT_GLOBS = (
     "/usr/share/fonts/truetype/aoyagi-soseki/aoyagi-soseki.ttf",
     "/usr/share/fonts/truetype/kouzan-mouhitsu/kouzan-mouhitsu.ttf",
@@ -223,7 +223,7 @@ def script_letters() -> list[np.ndarray]:
 
 def reading_sets(mnist: MNIST, split: str) -> list[ReadingSet]:
     """Every set, ``split`` half ("dev" or "test"); a set whose source is not installed is left out, said why."""
-    sets = []
+    sets: list[ReadingSet] = []
     sources: list[tuple[str, Callable[[str], ReadingSet]]] = [("fonts", fonts), ("scikit-learn", optdigits)]
     if split == "test":
         sources.insert(1, ("more fonts", more_fonts))
