@@ -66,6 +66,14 @@ def test_a_file_that_is_no_font_is_a_clear_error(tmp_path):
         fonts.font_digits(5, files=[bad])
 
 
+def test_a_font_path_that_cannot_be_read_is_a_clear_error_before_training(mnist, tmp_path, monkeypatch):
+    (tmp_path / "folder.ttf").mkdir()  # matched by the glob, but no file to read
+    monkeypatch.setattr(fonts, "FONT_GLOBS", (str(tmp_path / "*.ttf"),))
+    cfg = override(get_preset("fast"), train_limit=1000, epochs=1, threads=1, fonts=50)
+    with pytest.raises(ConfigError, match="folder.ttf is not a font file that can be read"):
+        fit(cfg, tmp_path / "run", data=mnist, progress=False, log=lambda _: None)
+
+
 def test_training_with_fonts_and_none_installed_fails_before_reading_the_data(tmp_path, monkeypatch):
     monkeypatch.setattr(fonts, "FONT_GLOBS", (str(tmp_path / "*.ttf"),))
 

@@ -347,7 +347,15 @@ def _font_files(cfg: TrainConfig) -> list[Path]:
 
 def _font_record(files: list[Path]) -> list[dict[str, str]]:
     """Each font file's path and SHA-256, for run.json: installing or removing fonts changes what a run draws."""
-    return [{"path": str(f), "sha256": sha256_hex(f.read_bytes())} for f in files]
+    record = []
+    for f in files:
+        try:
+            record.append({"path": str(f), "sha256": sha256_hex(f.read_bytes())})
+        except OSError as e:  # unreadable (permissions), or a folder named like a font
+            raise ConfigError(
+                f"{f} is not a font file that can be read ({e.strerror or e}); give TrueType or OpenType"
+            ) from e
+    return record
 
 
 def _same_fonts(state: TrainState, installed: list[dict[str, str]], out_dir: Path) -> list[dict[str, str]]:
